@@ -1,0 +1,13 @@
+# The README's two commands. Both create .venv once (scripts/bootstrap.sh) and reuse it after.
+VENV := $(CURDIR)/.venv/bin
+export PATH := $(VENV):$(PATH)
+
+.PHONY: study test
+
+study:  ## install, then rebuild the whole study on the embedded phantoms
+	bash scripts/bootstrap.sh
+	dvc repro
+
+test:  ## install with the test extras, then run the test suite
+	bash scripts/bootstrap.sh test
+	python -m pytest -n 2 --dist loadfile -q

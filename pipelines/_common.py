@@ -1,0 +1,32 @@
+"""What every stage module shares: the Typer app factory and user-error handling."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import typer
+
+from xiqa.errors import XiqaError
+from xiqa.params import Params, load_params
+from xiqa.paths import project_root
+
+
+def stage_app(help: str) -> typer.Typer:
+    return typer.Typer(help=help, add_completion=False, pretty_exceptions_enable=False)
+
+
+def params(path: Path | None = None) -> tuple[Path, Params]:
+    """The project root and its validated ``params.yaml``."""
+    root = project_root()
+    return root, load_params(path or root / "params.yaml")
+
+
+def run(app: typer.Typer) -> None:
+    """Run a stage's Typer app; a user error prints one sentence and exits 2."""
+    try:
+        app()
+    except XiqaError as err:
+        typer.echo(f"xiqa: error: {err}", err=True)
+        sys.exit(err.exit_code)

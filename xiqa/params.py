@@ -1,0 +1,187 @@
+"""``params.yaml``: the study's parameters, grouped by DVC stage and validated once at load time.
+
+The defaults in this module are the paper's recipe (SPEC 3); the repository's ``params.yaml``
+overrides them with a small demo scale so that ``dvc repro`` is fast on a 2-core CPU. Unknown
+keys and wrong types are errors that name the key (``params.yaml: train.objectcxr.epochs: ...``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xiqa.errors import XiqaError
+
+ARCHS = ("resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0")
+DATASETS = ("objectcxr", "lvot")
+CONDITIONS = ("trained", "sr", "fr")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- data / prepare
+class ObjectCxrData(_Strict):
+    source: str = "phantom"  # "phantom" or the path of a real Object-CXR folder
+    n_images: int = Field(10_000, ge=4)  # phantoms only; half of them positive
+    min_size: int = Field(1800, ge=32)  # phantoms only: side lengths vary in [min_size, max_size]
+    max_size: int = Field(2200, ge=32)
+
+
+class LvotData(_Strict):
+    source: str = "phantom"  # "phantom" or the path of a manifest CSV
+    n_patients: int = Field(690, ge=3)  # phantoms only
+    slices_per_patient: int = Field(25, ge=1)
+    size: int = Field(256, ge=32)
+
+
+class DataParams(_Strict):
+    seed: int = 0
+    objectcxr: ObjectCxrData = ObjectCxrData()
+    lvot: LvotData = LvotData()
+
+
+class PrepareParams(_Strict):
+    seed: int = 0
+    train: float = Field(0.8, gt=0, lt=1)
+    val: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> "PrepareParams":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+# --------------------------------------------------------------------------- grid
+class Cell(_Strict):
+    dataset: Literal["objectcxr", "lvot"]
+    arch: Literal["resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0"]
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}-{self.arch}"
+
+
+class GridParams(_Strict):
+    """The study's grid: every cell × seed is trained, and randomised under each condition."""
+
+    models: list[Cell] = [
+        Cell(dataset="objectcxr", arch="resnet34"),
+        Cell(dataset="objectcxr", arch="efficientnet_b0"),
+        Cell(dataset="lvot", arch="resnet50"),
+        Cell(dataset="lvot", arch="efficientnet_b0"),
+    ]
+    seeds: list[int] = [1, 2, 3]
+    randomised: list[Literal["sr", "fr"]] = ["sr", "fr"]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"seeds must be a non-empty list without repeats, got {v}")
+        return v
+
+
+# --------------------------------------------------------------------------- train / randomise
+class Recipe(_Strict):
+    image_size: int = Field(600, ge=32)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.005, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    step_size: int | None = Field(5, ge=1)  # None: constant learning rate
+    gamma: float = Field(0.1, gt=0)
+    pretrained: bool = True
+    augment: bool = True
+    max_train_images: int | None = Field(None, ge=1)  # None: the whole train split
+    num_workers: int = Field(0, ge=0)
+
+
+def _paper_lvot_recipe() -> Recipe:
+    return Recipe(image_size=224, epochs=60, batch_size=64, lr=0.0002, weight_decay=0.0005,
+                  step_size=None)
+
+
+class TrainParams(_Strict):
+    objectcxr: Recipe = Recipe()
+    lvot: Recipe = Field(default_factory=_paper_lvot_recipe)
+
+    def recipe(self, dataset: str) -> Recipe:
+        return getattr(self, dataset)
+
+
+class RandomiseParams(_Strict):
+    imagenet_weights: str | None = None  # a file or folder of torchvision ImageNet weights
+
+
+# --------------------------------------------------------------------------- evaluate / report
+class EvaluateParams(_Strict):
+    tolerance: float = Field(15.0, gt=0)  # Pointing Game τ in input pixels
+    target: Literal["predicted", "label"] = "predicted"
+    batch_size: int = Field(8, ge=1)
+    smooth_sigma: float = Field(1.0, gt=0)
+    smooth_kernel: int = Field(11, ge=3)
+    methods: list[str] | None = None  # None: all ten
+    layers: dict[str, dict[str, list[str]]] = {}  # arch -> {"single": [...], "multi": [...]}
+    bootstrap: int = Field(1000, ge=10)
+    permutations: int = Field(1000, ge=10)
+    figure_samples: int = Field(4, ge=0)
+    seed: int = 0
+
+
+class ReportParams(_Strict):
+    formats: list[Literal["md", "csv", "latex", "html"]] = ["md", "csv", "latex", "html"]
+
+
+class Params(_Strict):
+    device: str = "cpu"
+    data: DataParams = DataParams()
+    prepare: PrepareParams = PrepareParams()
+    grid: GridParams = GridParams()
+    train: TrainParams = TrainParams()
+    randomise: RandomiseParams = RandomiseParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<top level>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = first.get("input")
+    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {value!r})"
+    more = len(err.errors()) - 1
+    tail = f"; and {more} more problem{'s' if more > 1 else ''}" if more else ""
+    return f"{path}: {key}: {msg}{shown}{tail}"
+
+
+def parse_params(data: dict, source: Path | str = "params.yaml") -> Params:
+    """Validate a params mapping; a problem raises :class:`XiqaError` naming the key."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as err:
+        raise XiqaError(_format_error(Path(source), err)) from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise XiqaError(f"{path}: no such parameters file") from None
+    except yaml.YAMLError as err:
+        raise XiqaError(f"{path}: not valid YAML ({err})") from None
+    if data is not None and not isinstance(data, dict):
+        raise XiqaError(f"{path}: expected a mapping of stage names at the top level")
+    return parse_params(data, path)

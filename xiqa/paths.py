@@ -1,0 +1,68 @@
+"""Where every artefact of a xiqa project lives, relative to the project root.
+
+One place for the layout so that stages, the library and the CLI agree:
+
+- ``data/raw/<dataset>/``            the `data` stage: phantoms or the validated import, in the
+                                     dataset's real distribution format
+- ``data/prepared/<dataset>/``       the `prepare` stage: ``splits.csv``, ``boxes.csv``,
+                                     ``images.csv`` (``image_id, path, width, height``; ``path``
+                                     relative to the raw folder)
+- ``models/<dataset>-<arch>/<condition>-s<seed>.json``   pointers written by `train` /
+                                     `randomise` (``run_id``, ``model_uri``, ``version`` or
+                                     ``status: skipped`` with a ``reason``)
+- ``eval/<dataset>-<arch>/<condition>-s<seed>.json``     pointers written by `evaluate`
+- ``metrics/``, ``plots/``, ``reports/``                 the study's outputs
+- ``mlflow.db``, ``mlruns/``         the embedded MLflow store (git- and dvc-ignored)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ENV = "XIQA_PROJECT"
+DATASETS = ("objectcxr", "lvot")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project root: ``$XIQA_PROJECT`` if set, else the nearest folder holding ``params.yaml``
+    or ``dvc.yaml`` at or above ``start`` (default: the working directory), else ``start``."""
+    env = os.environ.get(PROJECT_ENV)
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params.yaml").is_file() or (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def raw_dir(root: Path, dataset: str) -> Path:
+    return root / "data" / "raw" / dataset
+
+
+def prepared_dir(root: Path, dataset: str) -> Path:
+    return root / "data" / "prepared" / dataset
+
+
+def model_key(dataset: str, arch: str) -> str:
+    """``objectcxr-resnet34``: the folder name of a dataset × architecture cell."""
+    return f"{dataset}-{arch}"
+
+
+def registered_model_name(dataset: str, arch: str) -> str:
+    """The MLflow registered model of a dataset × architecture: ``xiqa-objectcxr-resnet34``."""
+    return f"xiqa-{model_key(dataset, arch)}"
+
+
+def model_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
+    return root / "models" / model_key(dataset, arch) / f"{condition}-s{seed}.json"
+
+
+def eval_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
+    return root / "eval" / model_key(dataset, arch) / f"{condition}-s{seed}.json"
+
+
+def alias(condition: str, seed: int) -> str:
+    """Registry alias of a condition × seed: ``trained-s2``, ``fr-s1``, ``sr-s3``."""
+    return f"{condition}-s{seed}"
