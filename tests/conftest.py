@@ -1,0 +1,81 @@
+"""Shared fixtures: a throw-away xiqa project (real git + real DVC) in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """Environment for a stage / CLI subprocess: our venv first, the embedded store."""
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("XIQA_PROJECT", None)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONHASHSEED"] = "0"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "xiqa-test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@xiqa.local"
+    return env
+
+
+def run(root: Path, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+    """Run a command in ``root`` with :func:`project_env`; on failure show its output."""
+    proc = subprocess.run(list(args), cwd=root, env=project_env(root), text=True,
+                          capture_output=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a git + DVC repository holding a copy of this project's pipeline, with
+    ``params.yaml`` deep-merged with ``params`` (a dict). Returns the project root."""
+
+    def factory(params: dict | None = None, name: str = "project") -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        for item in ("dvc.yaml", ".dvcignore", ".gitignore"):
+            shutil.copy2(REPO / item, root / item)
+        for folder in ("xiqa", "pipelines"):
+            shutil.copytree(REPO / folder, root / folder,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        base = yaml.safe_load((REPO / "params.yaml").read_text())
+        (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(base, params or {}),
+                                                         sort_keys=False))
+        run(root, "git", "init", "-q")
+        run(root, str(BIN / "dvc"), "init", "-q")
+        run(root, "git", "add", "-A")
+        run(root, "git", "commit", "-qm", "init")
+        return root
+
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never talk to a tracking server the developer may have configured."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("XIQA_PROJECT", raising=False)
