@@ -1,0 +1,181 @@
+"""The study's architectures and their saliency layer presets, kept as data.
+
+``build(arch)`` returns a classifier whose head is a fresh ``num_classes``-way ``nn.Linear``,
+He-initialised (Kaiming normal, fan-in, bias 0). ``ARCHS[arch]`` holds, per architecture, the
+attribute path of that head and the layers the saliency methods read (SPEC 4):
+
+- ``gradcam``: the layer whose output Grad-CAM weights (the last block / last feature block);
+- ``single``:  the one layer of single-layer NormGrad;
+- ``multi``:   the layers of multi-layer NormGrad, shallow to deep.
+
+A layer is named by its dotted module path (``layer4.2``, ``features.8.2``) and means that
+module's output. ``<path>:input`` means the first positional input of a module instead; it names
+tensors that no module returns exactly once per forward (see efficientnet-pytorch below).
+
+Layer mapping between the two EfficientNet-B0 implementations (same network, same tensors):
+
+=====================  ===============================  ====================================
+torchvision            efficientnet-pytorch             tensor
+=====================  ===============================  ====================================
+``features.0.0``       ``_conv_stem``                   stem conv output (before BN)
+``features.k.0``       ``_blocks.i``, i = 0 1 3 5 8 11 15  output of the first MBConv of stage k=1..7
+``features.8.0``       ``_conv_head``                   head 1×1 conv output (before BN)
+``features.8.2``       ``_avg_pooling:input``           final SiLU output (the last feature map)
+=====================  ===============================  ====================================
+
+efficientnet-pytorch applies one ``_swish`` module at both the stem and the head (SPEC 10), so a
+hook on ``_swish`` fires twice per forward; the final feature map is therefore read as the input
+of ``_avg_pooling``, which runs once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from xiqa.errors import XiqaError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: how to build it, where its head is, which layers saliency reads."""
+
+    name: str
+    library: str  # "torchvision" or "efficientnet-pytorch"
+    head: str  # dotted path of the final nn.Linear
+    gradcam: str
+    single: tuple[str, ...]
+    multi: tuple[str, ...]
+
+
+_RESNET_MULTI = ("layer2.0", "layer3.0", "layer4.0", "layer4.2")
+_TV_EFFNET_MULTI = ("features.0.0", *(f"features.{k}.0" for k in range(1, 8)),
+                    "features.8.0", "features.8.2")
+# First block of each of the 7 stages (repeats 1, 2, 2, 3, 3, 4, 1).
+_EP_STAGE_STARTS = (0, 1, 3, 5, 8, 11, 15)
+_EP_EFFNET_MULTI = ("_conv_stem", *(f"_blocks.{i}" for i in _EP_STAGE_STARTS),
+                    "_conv_head", "_avg_pooling:input")
+
+ARCHS: dict[str, ArchSpec] = {
+    "resnet34": ArchSpec("resnet34", "torchvision", "fc", "layer4", ("layer4.2",), _RESNET_MULTI),
+    "resnet50": ArchSpec("resnet50", "torchvision", "fc", "layer4", ("layer4.2",), _RESNET_MULTI),
+    "efficientnet_b0": ArchSpec("efficientnet_b0", "torchvision", "classifier.1", "features.8",
+                                ("features.8.2",), _TV_EFFNET_MULTI),
+    "efficientnet-b0": ArchSpec("efficientnet-b0", "efficientnet-pytorch", "_fc",
+                                "_avg_pooling:input", ("_avg_pooling:input",), _EP_EFFNET_MULTI),
+}
+
+LAYER_KEYS = ("gradcam", "single", "multi")
+
+
+def _constructor(arch: str) -> Callable[[], nn.Module]:
+    if arch in ("resnet34", "resnet50", "efficientnet_b0"):
+        import torchvision.models as tvm
+
+        return lambda: getattr(tvm, arch)(weights=None)
+    from efficientnet_pytorch import EfficientNet
+
+    return lambda: EfficientNet.from_name(arch)
+
+
+def spec(arch: str) -> ArchSpec:
+    """The :class:`ArchSpec` of ``arch``; an unknown name is a :class:`XiqaError`."""
+    try:
+        return ARCHS[arch]
+    except KeyError:
+        raise XiqaError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}") from None
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at dotted ``path`` (a trailing ``:input`` is ignored here)."""
+    name = path.split(":", 1)[0]
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise XiqaError(f"layer {path!r} does not exist in this {type(model).__name__}") from None
+
+
+def head(model: nn.Module, arch: str) -> nn.Linear:
+    """The model's final linear layer."""
+    return get_module(model, spec(arch).head)
+
+
+def reset_head(model: nn.Module, arch: str, num_classes: int | None = None) -> nn.Linear:
+    """Replace (``num_classes`` given) or re-initialise the head: He normal weights, zero bias."""
+    path = spec(arch).head
+    old = get_module(model, path)
+    new = nn.Linear(old.in_features, num_classes or old.out_features)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    nn.init.kaiming_normal_(new.weight)  # fan_in, gain sqrt(2): He et al. 2015
+    nn.init.zeros_(new.bias)
+    parent_path, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attr, new)
+    return new
+
+
+def build(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+    """A fresh ``arch`` classifier with a He-initialised ``num_classes``-way head, in train mode.
+
+    ``pretrained=True`` loads the ImageNet backbone from :func:`xiqa.models.weights.imagenet_state_dict`
+    (a :class:`XiqaError` when none is available) before the head is replaced. Deterministic
+    under ``torch.manual_seed``.
+    """
+    spec(arch)
+    if num_classes < 1:
+        raise XiqaError(f"num_classes must be at least 1, got {num_classes}")
+    model = _constructor(arch)()
+    if pretrained:
+        from xiqa.models.weights import imagenet_state_dict
+
+        model.load_state_dict(imagenet_state_dict(arch))
+    reset_head(model, arch, num_classes)
+    return model
+
+
+def layers(arch: str, overrides: Mapping[str, Sequence[str]] | None = None) -> dict[str, tuple[str, ...]]:
+    """The layer presets of ``arch`` as ``{"gradcam": (name,), "single": (name,), "multi": (...)}``,
+    with any key of ``overrides`` (same keys, e.g. ``EvaluateParams.layers[arch]``) replacing it."""
+    s = spec(arch)
+    out = {"gradcam": (s.gradcam,), "single": s.single, "multi": s.multi}
+    for key, names in (overrides or {}).items():
+        if key not in out:
+            raise XiqaError(f"layers.{arch}: unknown key {key!r}; expected one of {', '.join(LAYER_KEYS)}")
+        names = (names,) if isinstance(names, str) else tuple(names)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise XiqaError(f"layers.{arch}.{key}: expected a non-empty list of layer names, got {names!r}")
+        out[key] = names
+    for key in ("gradcam", "single"):
+        if len(out[key]) != 1:
+            raise XiqaError(f"layers.{arch}.{key}: expected exactly one layer, got {list(out[key])}")
+    return out
+
+
+def check_layers(model: nn.Module, names: Sequence[str]) -> None:
+    """Raise a :class:`XiqaError` naming the first layer that ``model`` does not have."""
+    for name in names:
+        if name.count(":") > 1 or (":" in name and not name.endswith(":input")):
+            raise XiqaError(f"layer {name!r}: the only suffix understood is ':input'")
+        get_module(model, name)
+
+
+def estimate_bn_statistics(model: nn.Module, batches: Sequence[torch.Tensor]) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics as the plain average over ``batches``
+    (train mode, ``momentum=None``, no grad), then restore momenta and put the model in eval mode.
+
+    A freshly initialised EfficientNet-B0 is degenerate in eval mode (SPEC 10); this gives random
+    models meaningful activations for tests and benchmarks."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    return model.eval()
