@@ -25,24 +25,49 @@ class _Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------- data / prepare
+def _source(v: str) -> str:
+    if not v.strip():
+        raise ValueError('must be "phantom" or the path of a real dataset')
+    return v.strip()
+
+
 class ObjectCxrData(_Strict):
     source: str = "phantom"  # "phantom" or the path of a real Object-CXR folder
     n_images: int = Field(10_000, ge=4)  # phantoms only; half of them positive
     min_size: int = Field(1800, ge=32)  # phantoms only: side lengths vary in [min_size, max_size]
     max_size: int = Field(2200, ge=32)
 
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, v: str) -> str:
+        return _source(v)
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> "ObjectCxrData":
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
+        return self
+
 
 class LvotData(_Strict):
-    source: str = "phantom"  # "phantom" or the path of a manifest CSV
+    source: str = "phantom"  # "phantom", a manifest CSV or a folder holding manifest.csv
     n_patients: int = Field(690, ge=3)  # phantoms only
-    slices_per_patient: int = Field(25, ge=1)
-    size: int = Field(256, ge=32)
+    slices_per_patient: int = Field(25, ge=1)  # phantoms only
+    size: int = Field(256, ge=32)  # phantoms only: square side in pixels
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, v: str) -> str:
+        return _source(v)
 
 
 class DataParams(_Strict):
-    seed: int = 0
+    seed: int = 0  # phantoms only
     objectcxr: ObjectCxrData = ObjectCxrData()
     lvot: LvotData = LvotData()
+
+    def dataset(self, name: str) -> ObjectCxrData | LvotData:
+        return getattr(self, name)
 
 
 class PrepareParams(_Strict):
@@ -57,6 +82,10 @@ class PrepareParams(_Strict):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must be 1, got {total:g}")
         return self
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return (self.train, self.val, self.test)
 
 
 # --------------------------------------------------------------------------- grid

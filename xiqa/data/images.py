@@ -71,3 +71,62 @@ def image_size(path: Path | str) -> tuple[int, int]:
     """``(width, height)`` of an image file, decoding it fully (so a corrupt file is caught)."""
     arr = read_image(path)
     return int(arr.shape[1]), int(arr.shape[0])
+
+
+def image_shape(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` read from the file header only (no pixel decoding): for files that an
+    import has already validated with :func:`read_image`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            shape = arr.shape[:2]
+        elif suffix in (".dcm", ".dicom"):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            shape = (int(ds.Rows), int(ds.Columns))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                shape = (img.height, img.width)
+    except FileNotFoundError:
+        raise XiqaError(f"{path}: image file not found") from None
+    except Exception as err:
+        raise XiqaError(f"{path}: cannot read image header ({type(err).__name__}: {err})") from None
+    return int(shape[1]), int(shape[0])
+
+
+def member_path(folder: Path, name: str, where: str) -> Path:
+    """``folder / name`` for a file name taken from a CSV, refusing names that leave ``folder``
+    (absolute paths, ``..``, links pointing outside). ``where`` names the CSV row for errors."""
+    text = str(name).strip()
+    parts = text.replace("\\", "/").split("/")
+    if not text or text.startswith(("/", "\\")) or ".." in parts or (len(text) > 1 and text[1] == ":"):
+        raise XiqaError(f"{where}: file name {text!r} escapes the folder {folder}")
+    path = folder / text.replace("\\", "/")
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        raise XiqaError(f"{where}: file name {text!r} points outside the folder {folder}") from None
+    return path
+
+
+def write_png(path: Path, arr: np.ndarray) -> None:
+    """Write a uint8 ``[H, W]`` array as an 8-bit grayscale PNG (no timestamp or text chunks, so
+    the bytes depend only on the pixels)."""
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(
+        path, format="PNG", optimize=False, compress_level=6)
+
+
+def write_jpeg(path: Path, arr: np.ndarray, quality: int = 95) -> None:
+    """Write a uint8 ``[H, W]`` array as a baseline grayscale JPEG with fixed quality, no
+    subsampling and no EXIF, so the bytes depend only on the pixels."""
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8)).save(
+        path, format="JPEG", quality=quality, subsampling=0, optimize=False, progressive=False)

@@ -1,0 +1,41 @@
+"""Stage `prepare`: patient-wise, label-stratified, seeded splits and the box and image tables.
+
+Reads ``data/raw/<dataset>/`` and writes ``data/prepared/<dataset>/`` (``splits.csv``,
+``boxes.csv``, ``images.csv``). For Object-CXR the distributed ``train/`` and ``dev/`` parts are
+pooled and re-split with the ``prepare`` fractions (80/10/10 by default).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from pipelines._common import params, run, stage_app
+from xiqa.data import lvot, objectcxr, splits
+from xiqa.errors import XiqaError
+from xiqa.paths import prepared_dir, raw_dir
+
+app = stage_app(__doc__.split("\n\n")[0])
+
+
+@app.command()
+def main(dataset: str = typer.Option(..., help="objectcxr or lvot")) -> None:
+    """Write splits.csv, boxes.csv and images.csv for data/raw/<dataset>/."""
+    root, p = params()
+    if dataset not in ("objectcxr", "lvot"):
+        raise XiqaError(f"--dataset must be objectcxr or lvot, got {dataset!r}")
+    module = objectcxr if dataset == "objectcxr" else lvot
+    raw = raw_dir(root, dataset)
+    if not raw.is_dir():
+        raise XiqaError(f"{raw}: not found (run the `data` stage first)")
+    # the data stage decoded every image already; headers are enough here
+    table = module.read_dataset(raw, decode=False)
+    out = prepared_dir(root, dataset)
+    splits.prepare(table, out, p.prepare.fractions, p.prepare.seed)
+    counts = splits.load_prepared(out).splits.groupby("split")["label"].agg(["size", "sum"])
+    summary = ", ".join(f"{s} {int(counts.loc[s, 'size'])} ({int(counts.loc[s, 'sum'])} positive)"
+                        for s in splits.SPLITS if s in counts.index)
+    typer.echo(f"prepare: {dataset}: {summary} -> {out.relative_to(root)}")
+
+
+if __name__ == "__main__":
+    run(app)
