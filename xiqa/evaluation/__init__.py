@@ -1,0 +1,1 @@
+"""Scoring saliency maps (Pointing Game) and the study's statistics."""

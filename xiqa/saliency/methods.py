@@ -1,0 +1,143 @@
+"""Each saliency method as a small pure function of captured tensors (SPEC 4).
+
+Shapes: activations ``A`` and their gradients ``G`` are [N, C, h, w]; input gradients are
+[N, 3, H, W]; every returned map is [N, h, w] (layer resolution) or [N, H, W] (input resolution).
+Nothing here runs the model; :mod:`xiqa.saliency.capture` does that once for all methods.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# A map whose range is at most this fraction of its largest magnitude is constant: bilinear
+# upsampling and blurring turn an exactly constant map into one that varies by a few ulps, which
+# min-max normalisation would blow up into noise.
+CONSTANT_RTOL = 1e-6
+
+
+def constant_maps(maps: Tensor, rtol: float = CONSTANT_RTOL) -> Tensor:
+    """Bool [N]: which maps of ``maps`` [N, ...] are constant (range ≤ ``rtol`` · max |value|;
+    an all-zero map is constant)."""
+    flat = maps.flatten(1)
+    if flat.shape[1] == 0:
+        return torch.ones(flat.shape[0], dtype=torch.bool, device=maps.device)
+    hi, lo = flat.amax(1), flat.amin(1)
+    return (hi - lo) <= rtol * torch.maximum(hi.abs(), lo.abs())
+
+
+def normalise(maps: Tensor) -> Tensor:
+    """Min-max normalise each map of ``maps`` [N, ...] to [0, 1]; a constant map becomes all 0."""
+    flat = maps.flatten(1)
+    lo = flat.amin(1, keepdim=True)
+    span = flat.amax(1, keepdim=True) - lo
+    const = constant_maps(maps)[:, None]
+    out = torch.where(const, torch.zeros_like(flat), (flat - lo) / torch.where(const, 1, span))
+    return out.view_as(maps)
+
+
+def upsample(maps: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear (align_corners=False) resize of [N, h, w] or [N, V, h, w] maps to ``size``."""
+    size = tuple(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    if maps.ndim == 3:
+        return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def gradcam(A: Tensor, G: Tensor) -> Tensor:
+    """ReLU(Σ_k α_k A_k) with α_k the spatial mean of G_k: [N, h, w], not normalised."""
+    alpha = G.mean(dim=(2, 3), keepdim=True)
+    return (alpha * A).sum(1).clamp(min=0)
+
+
+def abs_channel_sum(t: Tensor) -> Tensor:
+    """Σ_c |t_c|: [N, C, H, W] → [N, H, W]."""
+    return t.abs().sum(1)
+
+
+def guided_backprop(guided_input_grad: Tensor) -> Tensor:
+    return abs_channel_sum(guided_input_grad)
+
+
+def input_x_gradient(inputs: Tensor, input_grad: Tensor) -> Tensor:
+    return abs_channel_sum(inputs * input_grad)
+
+
+def guided_gradcam(guided_map: Tensor, cam_up: Tensor) -> Tensor:
+    """Σ_c |GBP_c · cam| = cam · Σ_c |GBP_c| for the non-negative upsampled Grad-CAM ``cam_up``."""
+    return guided_map * cam_up
+
+
+# NormGrad (Rebuffi et al. 2020): the norm of the gradient of a virtual identity layer (VIL)
+# inserted after A. Its gradient is an outer product G(p) ⊗ (input of the VIL at p); the
+# Frobenius norm of an outer product is the product of the norms, so nothing big is built.
+def normgrad_scaling(A: Tensor, G: Tensor) -> Tensor:
+    """‖A(p) ⊙ G(p)‖ per pixel (VIL: a per-channel scale)."""
+    return torch.linalg.vector_norm(A * G, dim=1)
+
+
+def normgrad_conv1x1(A: Tensor, G: Tensor) -> Tensor:
+    """‖A(p)‖ · ‖G(p)‖ per pixel (VIL: a 1×1 convolution)."""
+    return torch.linalg.vector_norm(A, dim=1) * torch.linalg.vector_norm(G, dim=1)
+
+
+def _neighbourhood_norm(A: Tensor) -> Tensor:
+    """‖3×3 neighbourhood of A at p‖ (zero padding) = sqrt(9 · avgpool3(Σ_c A²))."""
+    sq = A.square().sum(1, keepdim=True)
+    pooled = F.avg_pool2d(sq, 3, stride=1, padding=1, count_include_pad=True)
+    return (9 * pooled[:, 0]).clamp(min=0).sqrt()
+
+
+def normgrad_conv3x3(A: Tensor, G: Tensor) -> Tensor:
+    """‖3×3 neighbourhood of A at p‖ · ‖G(p)‖ per pixel (VIL: a 3×3 convolution)."""
+    return _neighbourhood_norm(A) * torch.linalg.vector_norm(G, dim=1)
+
+
+VILS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "scaling": normgrad_scaling,
+    "conv1x1": normgrad_conv1x1,
+    "conv3x3": normgrad_conv3x3,
+}
+
+
+def normgrad_layer(A: Tensor, G: Tensor, vils: Sequence[str]) -> Tensor:
+    """The ``vils`` maps of one layer, stacked: [N, len(vils), h, w] (shared norms computed once)."""
+    out: dict[str, Tensor] = {}
+    if "conv1x1" in vils or "conv3x3" in vils:
+        gnorm = torch.linalg.vector_norm(G, dim=1)
+        sq = A.square().sum(1)
+        if "conv1x1" in vils:
+            out["conv1x1"] = sq.sqrt() * gnorm
+        if "conv3x3" in vils:
+            pooled = F.avg_pool2d(sq[:, None], 3, stride=1, padding=1, count_include_pad=True)[:, 0]
+            out["conv3x3"] = (9 * pooled).clamp(min=0).sqrt() * gnorm
+    if "scaling" in vils:
+        out["scaling"] = normgrad_scaling(A, G)
+    return torch.stack([out[v] for v in vils], dim=1)
+
+
+def combine_layers(maps: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """Multi-layer NormGrad: the product of per-layer maps [N, ...] (each already upsampled to
+    one size and min-max normalised), skipping for each image the layers whose map is constant,
+    then normalised (at least one layer). Returns the map and the number of skipped layers per image (long [N]).
+
+    Skipping, rather than multiplying by an all-zero map, keeps a constant layer from erasing the
+    evidence of every other layer (the paper's code reset the product instead; DEVIATIONS)."""
+    product: Tensor | None = None
+    skipped: Tensor | None = None
+    for m in maps:  # an iterable, so that callers can stream layers without holding them all
+        if product is None:
+            product = torch.ones_like(m)
+            skipped = torch.zeros(m.shape[0], dtype=torch.long, device=m.device)
+        const = constant_maps(m)
+        skipped += const
+        keep = (~const).view(-1, *([1] * (m.ndim - 1)))
+        product = torch.where(keep, product * m, product)
+    if product is None:
+        raise ValueError("combine_layers needs at least one layer map")
+    return normalise(product), skipped
