@@ -136,8 +136,8 @@ def foreign_objects(height: int, width: int, lungs: list[tuple], rng: np.random.
             mask = (np.abs(x + 0.5 - cx) <= a / 2) & (np.abs(y + 0.5 - cy) <= b / 2)
         else:  # irregular shape: a star-like polygon
             k = int(rng.integers(5, 9))
-            angles = np.sort(rng.uniform(0, 2 * np.pi, k))
-            radii = rng.uniform(0.7, 1.0, k) * extent / 2
+            angles = 2 * np.pi * (np.arange(k) + rng.uniform(-0.3, 0.3, k)) / k + rng.uniform(0, 2 * np.pi)
+            radii = rng.uniform(0.6, 1.0, k) * extent / 2
             pts = np.round(np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1))
             pts = np.clip(pts, 0, [width - 1, height - 1]).astype(int)
             canvas = Image.new("L", (width, height), 0)
@@ -242,22 +242,27 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
     for ca, cb, ra, rb in anat["chambers"].values():
         blood = np.maximum(blood, _soft(_ellipse_d(a, b, ca, cb, ra, rb), 0.04))
     img = img + (anat["blood"] - img) * blood
+    # blur and noise are drawn before and regardless of the label, so a positive differs
+    # from its negative twin only on the mask's pixels
+    img = gaussian_filter(img, 0.5)
+    noise = rng.normal(0, 0.02, img.shape)
     mask = None
     if label:
         # the outflow tract: a bright capsule near the crux, jittered by ~+-15 % of the side
-        extent = rng.uniform(0.08, 0.15) * size
-        width = max(3.0, extent * rng.uniform(0.35, 0.5))
-        cx = size / 2 + shift[0] * size / 2 + rng.uniform(-0.15, 0.15) * size
-        cy = size / 2 + shift[1] * size / 2 + rng.uniform(-0.15, 0.15) * size
-        theta = angle + np.pi + rng.uniform(-0.5, 0.5)
+        orng = _rng(seed, _OBJECTS, patient, index)
+        extent = orng.uniform(0.08, 0.15) * size
+        width = max(3.0, extent * orng.uniform(0.35, 0.5))
+        cx = size / 2 + shift[0] * size / 2 + orng.uniform(-0.15, 0.15) * size
+        cy = size / 2 + shift[1] * size / 2 + orng.uniform(-0.15, 0.15) * size
+        theta = angle + np.pi + orng.uniform(-0.5, 0.5)
         half = (extent - width) / 2
         ex, ey = half * np.cos(theta), half * np.sin(theta)
         px, py = x + 0.5 - cx, y + 0.5 - cy
         t = np.clip((px * ex + py * ey) / max(ex * ex + ey * ey, 1e-9), -1, 1)
         mask = (px - t * ex) ** 2 + (py - t * ey) ** 2 <= (width / 2) ** 2
-        img = np.where(mask, rng.uniform(LVOT_MIN + 0.02, 1.0), img)
-    img = gaussian_filter(img, 0.5) + rng.normal(0, 0.02, img.shape)
-    if mask is not None:  # keep the tract the brightest structure after blur and noise
+        img = np.where(mask, orng.uniform(LVOT_MIN + 0.03, 1.0), img)
+    img = img + noise
+    if mask is not None:  # keep the tract the brightest structure despite the noise
         img = np.where(mask, np.maximum(img, LVOT_MIN), img)
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mask
 

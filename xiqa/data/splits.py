@@ -29,35 +29,34 @@ def assign_splits(table: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0
     """The split (``train``/``val``/``test``) of every row of ``table`` (columns
     ``patient_id``, ``label``), indexed like ``table``.
 
-    Whole patients are assigned, so no patient is in two splits. Stratification: patients are
-    grouped by the fraction of their images that are positive (for one image per patient, as in
-    Object-CXR, simply by label); within a group, in a seeded random order, each patient goes to
-    the split whose image count is furthest below its target share (ties: the split furthest
-    below its share over all groups, then train/val/test). Every split with a positive fraction
-    gets at least one patient when there are enough patients.
+    Whole patients are assigned, so no patient is in two splits. Stratified by label: each
+    split has a target number of positive and of negative images (``fraction x total``);
+    patients are taken largest first, in a seeded random order among equal sizes, and each goes
+    to the split whose remaining deficit its images fill best (``n_pos x deficit_pos +
+    n_neg x deficit_neg``; ties go to train, then val). With one image per patient (Object-CXR)
+    this splits each label exactly in the given proportions, up to rounding. Every split with a
+    positive fraction gets at least one patient when there are enough patients.
     """
     fractions = np.asarray(fractions, dtype=float)
     if fractions.shape != (3,) or (fractions < 0).any() or abs(fractions.sum() - 1) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    per_patient = table.groupby("patient_id", sort=True)["label"].agg(["size", "mean"])
+    labels = table["label"].astype(int)
+    per_patient = pd.DataFrame({"pos": labels.groupby(table["patient_id"], sort=True).sum()})
+    per_patient["neg"] = labels.groupby(table["patient_id"], sort=True).size() - per_patient["pos"]
     rng = np.random.default_rng(int(seed))
-    order = rng.permutation(len(per_patient))
-    patients = per_patient.iloc[order]
-    # groups in a fixed order (by positive fraction), patients shuffled within a group
-    patients = patients.assign(_pos=patients["mean"].round(6), _rank=np.arange(len(patients)))
-    patients = patients.sort_values(["_pos", "_rank"], kind="stable")
-    total = np.zeros(3)
+    per_patient = per_patient.iloc[rng.permutation(len(per_patient))]
+    size = per_patient["pos"] + per_patient["neg"]
+    per_patient = per_patient.iloc[np.argsort(-size.to_numpy(), kind="stable")]
+    deficit_pos = fractions * per_patient["pos"].sum()
+    deficit_neg = fractions * per_patient["neg"].sum()
     assigned: dict[object, int] = {}
-    for _, group in patients.groupby("_pos", sort=True):
-        counts = np.zeros(3)
-        for pid, size in zip(group.index, group["size"]):
-            local = fractions * (counts.sum() + size) - counts
-            overall = fractions * (total.sum() + size) - total
-            best = max(range(3), key=lambda s: (round(local[s], 9), round(overall[s], 9), -s))
-            counts[best] += size
-            total[best] += size
-            assigned[pid] = best
-    _fill_empty_splits(assigned, fractions, patients.index.tolist())
+    for pid, n_pos, n_neg in zip(per_patient.index, per_patient["pos"], per_patient["neg"]):
+        score = np.round(n_pos * deficit_pos + n_neg * deficit_neg, 9)
+        best = int(np.argmax(score))  # the first maximum: train, then val, then test
+        deficit_pos[best] -= n_pos
+        deficit_neg[best] -= n_neg
+        assigned[pid] = best
+    _fill_empty_splits(assigned, fractions, per_patient.index.tolist())
     split_of = {pid: SPLITS[s] for pid, s in assigned.items()}
     return table["patient_id"].map(split_of).rename("split")
 
@@ -83,11 +82,10 @@ def _clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, ...
 
 
 def _tidy_numbers(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Integer-valued float columns as integers, so boxes read ``12`` rather than ``12.0``."""
-    for col in columns:
-        values = df[col].astype(float)
-        if len(values) == 0 or (values == values.round()).all():
-            df[col] = values.round().astype("int64")
+    """Integers when every coordinate is integer-valued, so boxes read ``12`` not ``12.0``."""
+    values = df[list(columns)].astype(float)
+    whole = bool((values == values.round()).all().all())
+    df[list(columns)] = values.round().astype("int64") if whole else values
     return df
 
 
