@@ -1,0 +1,269 @@
+"""The model registry: register a trained / randomised model, move its aliases, look models up,
+load them and pull them for an audit (SPEC 7).
+
+One registered model per dataset × architecture, ``xiqa-<dataset>-<arch>``; each condition ×
+seed is a version tagged ``condition``, ``seed``, ``data_md5``, ``git_commit`` (plus ``dataset``,
+``arch``, ``image_size`` and, when measured, ``val_auc``) and aliased ``<condition>-s<seed>``;
+``best`` points at the ``trained-s*`` version with the highest validation AUC.
+
+Models are logged with ``serialization_format="pickle"`` (the whole ``nn.Module``): MLflow's
+default ``pt2`` format loads back as an exported graph on which module hooks never fire (SPEC 10),
+and saliency needs hooks. Load one with :func:`load_model` (or
+``mlflow.pytorch.load_model("models:/xiqa-objectcxr-resnet34@trained-s1")``).
+
+``data_md5`` is the md5 DVC gives the folder ``data/prepared/<dataset>`` (the splits, boxes and
+image list the run used), computed here the way DVC computes a directory hash
+(:func:`dvc_dir_md5`) rather than read from ``dvc.lock``, so it is right outside ``dvc repro``
+too; it is also logged as the run's input dataset (``mlflow.log_input``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xiqa.errors import XiqaError
+from xiqa.paths import alias as alias_name
+from xiqa.paths import prepared_dir, registered_model_name
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from torch import nn
+
+MODEL_ARTIFACT = "model"
+BEST = "best"
+_REF = re.compile(r"^(?P<name>[^@/:]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
+
+
+# --------------------------------------------------------------------------- data version
+def dvc_dir_md5(folder: Path) -> str:
+    """The md5 DVC 3 records for directory ``folder`` (``<md5>.dir``): md5 of the JSON list of
+    ``{"md5": <file md5>, "relpath": <posix path>}`` sorted by path (``json.dumps`` with
+    ``sort_keys=True``), as ``dvc_data.hashfile.tree.Tree.digest`` builds it. Hidden files
+    are included, as DVC does without a ``.dvcignore`` rule."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise XiqaError(f"{folder}: prepared data not found (run `dvc repro prepare` first)")
+    entries = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        entries.append({"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()})
+    entries.sort(key=lambda e: e["relpath"])
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_md5(root: Path, dataset: str) -> str:
+    """DVC md5 of ``data/prepared/<dataset>`` under project ``root``."""
+    return dvc_dir_md5(prepared_dir(Path(root), dataset))
+
+
+def log_data_input(root: Path, dataset: str, md5: str) -> None:
+    """Record the prepared data of the active run as its input dataset (digest = DVC md5)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    import warnings
+
+    folder = prepared_dir(Path(root), dataset).resolve()
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(folder.as_uri())
+    mlflow.log_input(MetaDataset(source, name=f"{dataset}-prepared", digest=md5), context="training")
+
+
+# --------------------------------------------------------------------------- registering
+@dataclass(frozen=True)
+class Registered:
+    """A registered model version, as the stage pointer records it."""
+
+    name: str
+    version: str
+    run_id: str
+    model_uri: str  # models:/<name>/<version>: immutable, unlike an alias
+    alias: str
+
+    def pointer(self, **extra: Any) -> dict[str, Any]:
+        return {"status": "registered", "name": self.name, "version": self.version,
+                "run_id": self.run_id, "model_uri": self.model_uri, "alias": self.alias, **extra}
+
+
+def signature(image_size: int, num_classes: int = 2):
+    """Input float32 ``[-1, 3, S, S]`` (normalised), output float32 logits ``[-1, classes]``."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, image_size, image_size), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]))
+
+
+def pip_requirements(arch: str) -> list[str]:
+    """Exact requirements of a logged model (no inference: it is slow and guesses)."""
+    from importlib.metadata import version
+
+    reqs = ["torch", "torchvision"] + (["efficientnet-pytorch"] if arch == "efficientnet-b0" else [])
+    return [f"{r}=={version(r).split('+')[0]}" for r in reqs]
+
+
+def register(model: "nn.Module", *, dataset: str, arch: str, condition: str, seed: int,
+             image_size: int, data_md5: str, git_commit: str,
+             val_auc: float | None = None) -> Registered:
+    """Log ``model`` (pickle format) in the active run, register it as a new version of
+    ``xiqa-<dataset>-<arch>`` with its tags, point ``<condition>-s<seed>`` at it and, for
+    ``trained``, recompute ``best``. Call it last in a run: a failure before it registers
+    nothing."""
+    import mlflow
+    import mlflow.pytorch
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("register() needs an active MLflow run")
+    name = registered_model_name(dataset, arch)
+    quiet = logging.getLogger("mlflow.pytorch")  # its pickle warning: a deliberate choice (SPEC 10)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        info = mlflow.pytorch.log_model(
+            model.cpu().eval(), name=MODEL_ARTIFACT, serialization_format="pickle",
+            signature=signature(image_size), pip_requirements=pip_requirements(arch))
+    finally:
+        quiet.setLevel(level)
+    tags = {"condition": condition, "seed": str(seed), "data_md5": data_md5,
+            "git_commit": git_commit, "dataset": dataset, "arch": arch,
+            "image_size": str(image_size)}
+    if val_auc is not None:
+        tags["val_auc"] = repr(float(val_auc))
+    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    client = mlflow.MlflowClient()
+    alias = alias_name(condition, seed)
+    client.set_registered_model_alias(name, alias, mv.version)
+    if condition == "trained":
+        update_best(client, name)
+    return Registered(name, str(mv.version), run.info.run_id, f"models:/{name}/{mv.version}", alias)
+
+
+def update_best(client: "MlflowClient", name: str) -> str | None:
+    """Point ``best`` at the version, among those holding a ``trained-s*`` alias, with the
+    highest ``val_auc`` tag (ties: the lower seed). Returns that version (None: no candidate)."""
+    aliases = client.get_registered_model(name).aliases
+    current = {v for a, v in aliases.items() if a.startswith("trained-s")}
+    ranked = []
+    for version in current:
+        mv = client.get_model_version(name, version)
+        auc = float(mv.tags.get("val_auc", "nan"))
+        ranked.append((-math.inf if math.isnan(auc) else auc, -int(mv.tags.get("seed", 0)), str(version)))
+    if not ranked:
+        return None
+    best = max(ranked)[2]
+    if aliases.get(BEST) != best:
+        client.set_registered_model_alias(name, BEST, best)
+    return best
+
+
+# --------------------------------------------------------------------------- look-ups
+def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``NAME@ALIAS`` or ``NAME/VERSION`` (a ``models:/`` prefix is allowed) → (name, alias, version)."""
+    text = ref.removeprefix("models:/")
+    m = _REF.match(text)
+    if not m:
+        raise XiqaError(f"model reference {ref!r} is not NAME@ALIAS or NAME/VERSION "
+                        "(e.g. xiqa-objectcxr-resnet34@trained-s1)")
+    return m["name"], m["alias"], m["version"]
+
+
+def model_version(client: "MlflowClient", ref: str):
+    """The ``ModelVersion`` behind ``NAME@ALIAS`` / ``NAME/VERSION``; unknown ones are a
+    :class:`XiqaError`."""
+    from mlflow.exceptions import MlflowException
+
+    name, alias, version = parse_ref(ref)
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, version)
+    except MlflowException as err:
+        raise XiqaError(f"model {ref!r} not found in the registry at {client.tracking_uri} "
+                        f"({err.error_code})") from None
+
+
+def load_model(uri: str, device: str = "cpu") -> "nn.Module":
+    """A registered model (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a run's model
+    URI) as a plain ``nn.Module`` in eval mode on ``device``, hooks working."""
+    import mlflow.pytorch
+
+    return mlflow.pytorch.load_model(uri, map_location=device).to(device).eval()
+
+
+def list_models(client: "MlflowClient", prefix: str = "xiqa-") -> list[dict[str, Any]]:
+    """Every version of every registered model whose name starts with ``prefix``: name, version,
+    aliases, tags, run id and the run's final metrics; sorted by name, then version."""
+    rows = []
+    for rm in client.search_registered_models(max_results=1000):
+        if not rm.name.startswith(prefix):
+            continue
+        by_version: dict[str, list[str]] = {}
+        for a, v in (rm.aliases or {}).items():
+            by_version.setdefault(str(v), []).append(a)
+        for mv in client.search_model_versions(f"name='{rm.name}'", max_results=10_000):
+            metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            rows.append({"name": rm.name, "version": str(mv.version),
+                         "aliases": sorted(by_version.get(str(mv.version), [])),
+                         "tags": dict(mv.tags), "run_id": mv.run_id, "metrics": dict(metrics)})
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+
+
+def pull(client: "MlflowClient", ref: str, out: Path) -> tuple[Path, Path]:
+    """Write ``weights.pt`` (a state dict: ``torch.load(..., weights_only=True)``) and
+    ``model_card.json`` (name, version, aliases, tags, params, metrics, data md5, commit,
+    source URI) of model ``ref`` into folder ``out``. Returns both paths."""
+    import torch
+
+    from xiqa.io import atomic_path, write_json
+
+    mv = model_version(client, ref)
+    name, version = mv.name, str(mv.version)
+    run = client.get_run(mv.run_id)
+    aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items()
+                     if str(v) == version)
+    model = load_model(f"models:/{name}/{version}")
+    out = Path(out)
+    weights = out / "weights.pt"
+    with atomic_path(weights) as tmp:
+        torch.save(model.state_dict(), tmp)
+    tags = dict(mv.tags)
+    card = {
+        "name": name, "version": version, "aliases": aliases, "reference": ref,
+        "model_uri": f"models:/{name}/{version}", "tracking_uri": client.tracking_uri,
+        "run_id": mv.run_id, "condition": tags.get("condition"), "seed": tags.get("seed"),
+        "dataset": tags.get("dataset"), "arch": tags.get("arch"),
+        "data_md5": tags.get("data_md5"), "git_commit": tags.get("git_commit"),
+        "tags": tags, "params": dict(run.data.params), "metrics": dict(run.data.metrics),
+        "weights": {"file": weights.name, "sha256": _sha256(weights),
+                    "load": "xiqa.models.build(arch).load_state_dict("
+                            "torch.load(file, weights_only=True))"},
+    }
+    write_json(out / "model_card.json", card)
+    return weights, out / "model_card.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

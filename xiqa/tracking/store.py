@@ -1,0 +1,211 @@
+"""The MLflow tracking store of a project, its experiments and the life cycle of one run.
+
+Embedded default: ``sqlite:///<project>/mlflow.db`` with artifacts under ``<project>/mlruns/``,
+both from the project's resolved absolute path, so a stage gives the same store whatever its
+working directory. ``MLFLOW_TRACKING_URI`` (a tracking server, ``http(s)://...``, or any other
+database URI) replaces it; the server then decides where artifacts go. The deprecated
+``./mlruns`` *file* store is never used.
+
+A fresh sqlite database takes about 2 s to create, and several processes creating it at once
+race on the schema (SPEC 10), so :func:`ensure_store` creates or upgrades it once, under a file
+lock, before any run touches it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from xiqa.errors import XiqaError
+
+if TYPE_CHECKING:  # mlflow takes seconds to import: only where a run really starts
+    from mlflow.entities import Run
+
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+DB_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlruns"
+STUDY_EXPERIMENT = "xiqa-study"
+
+
+def embedded_uri(root: Path) -> str:
+    """``sqlite:////abs/project/mlflow.db``: the embedded store of the project at ``root``."""
+    return f"sqlite:///{(Path(root).resolve() / DB_NAME).as_posix()}"
+
+
+def tracking_uri(root: Path) -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else the project's embedded sqlite store."""
+    return os.environ.get(TRACKING_ENV) or embedded_uri(root)
+
+
+def is_embedded(uri: str, root: Path) -> bool:
+    return uri == embedded_uri(root)
+
+
+def artifact_root(root: Path) -> str:
+    """``file:///abs/project/mlruns``: where the embedded store keeps artifacts."""
+    return (Path(root).resolve() / ARTIFACTS_DIR).as_uri()
+
+
+def experiment_name(dataset: str) -> str:
+    """``xiqa-<dataset>``: the experiment of every run on one dataset."""
+    return f"xiqa-{dataset}"
+
+
+def _schema_ready(db: Path) -> bool:
+    """Cheap check without importing mlflow: the database has MLflow's tables and a revision."""
+    if not db.is_file() or db.stat().st_size == 0:
+        return False
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return bool(row) and {"experiments", "runs", "registered_models", "model_versions"} <= names
+
+
+def ensure_store(root: Path) -> str:
+    """Point MLflow at the project's store, creating or upgrading the embedded database once.
+
+    Safe to call from many processes at once: creation happens under an exclusive file lock
+    (``mlflow.db-init.lock``), and later callers find the schema ready. Returns the tracking
+    URI. A database written by a newer/older MLflow is upgraded by MLflow's own migrations.
+    """
+    import mlflow
+
+    root = Path(root).resolve()
+    uri = tracking_uri(root)
+    if is_embedded(uri, root):
+        db = root / DB_NAME
+        if not _schema_ready(db):
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / f"{DB_NAME}-init.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                _create_schema(uri, artifact_root(root))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def open_client(root: Path):
+    """An ``MlflowClient`` on the project's store, for read-only commands: the embedded
+    database must already exist (it is not created just to be found empty)."""
+    import mlflow
+
+    root = Path(root).resolve()
+    uri = tracking_uri(root)
+    if is_embedded(uri, root) and not (root / DB_NAME).is_file():
+        raise XiqaError(f"{root / DB_NAME}: no MLflow store here; run `dvc repro` in the project "
+                        f"first, or set {TRACKING_ENV} to a tracking server")
+    return mlflow.MlflowClient(ensure_store(root))
+
+
+def _create_schema(uri: str, artifacts: str) -> None:
+    """Create (or migrate) the tracking and registry tables; both share one database."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    try:
+        SqlAlchemyStore(uri, artifacts)
+        RegistryStore(uri)
+    except Exception as err:  # a locked, corrupt or foreign file: name it
+        raise XiqaError(f"{uri}: cannot create or open the MLflow database "
+                        f"({type(err).__name__}: {err})") from None
+
+
+def experiment_id(root: Path, name: str) -> str:
+    """Id of experiment ``name``, creating it (artifacts under ``<project>/mlruns/<name>``
+    for the embedded store) if needed; a concurrent creation by another process is fine."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = ensure_store(root)
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = f"{artifact_root(root)}/{name}" if is_embedded(uri, root) else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # another process won the race
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def git_commit(root: Path) -> str:
+    """``git rev-parse HEAD`` of the project, ``+ "-dirty"`` when tracked files other than
+    ``dvc.lock`` (which ``dvc repro`` rewrites as it goes) differ from it; ``"unknown"``
+    outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler of :func:`tracked_run` (a BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` swallows it)."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"terminated by signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def tracked_run(root: Path, dataset: str, run_name: str, params: dict[str, Any],
+                tags: dict[str, str]) -> Iterator["Run"]:
+    """Start an MLflow run in experiment ``xiqa-<dataset>`` with all ``params`` and ``tags``.
+
+    The run ends FINISHED when the block completes, FAILED on an exception and KILLED on
+    SIGTERM or Ctrl-C (the exception is re-raised in every case), so an interrupted stage
+    never leaves a RUNNING run behind.
+    """
+    import mlflow
+
+    exp = experiment_id(root, experiment_name(dataset))
+    with _sigterm_raises():
+        run = mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags)
+        try:
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            yield run
+        except (Terminated, KeyboardInterrupt):
+            mlflow.end_run(status="KILLED")
+            raise
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        mlflow.end_run(status="FINISHED")
+
+
+def _param(value: Any) -> str:
+    return "None" if value is None else str(value)

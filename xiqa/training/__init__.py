@@ -1,0 +1,1 @@
+"""Training: the loop (loop.py, no MLflow inside) and its metrics (metrics.py)."""

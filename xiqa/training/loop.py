@@ -1,0 +1,215 @@
+"""The training loop (SPEC 3): SGD with momentum, step schedule, cross-entropy, v2 augmentations,
+best epoch by validation accuracy. No MLflow here: each epoch is reported to a callback.
+
+Seeding: :func:`seed_everything` seeds torch (model init, augmentation draws) and turns on
+deterministic algorithms; the batch order comes from a ``torch.Generator`` seeded with the same
+seed. On CPU two runs with the same seed give bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from xiqa.data.dataset import Split, batches
+from xiqa.data.transforms import normalise
+from xiqa.errors import XiqaError
+from xiqa.params import Recipe
+from xiqa.training.metrics import accuracy, roc_auc
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """What one epoch reports (``epoch`` counts from 1)."""
+
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    val_auc: float
+    lr: float
+    epoch_seconds: float
+    images_per_second: float
+
+    def metrics(self) -> dict[str, float]:
+        """The per-epoch metrics as logged (``epoch`` is the step)."""
+        return {k: v for k, v in asdict(self).items() if k != "epoch"}
+
+
+@dataclass
+class TrainResult:
+    """The kept epoch (best validation accuracy, then AUC, then the earliest) and all epochs."""
+
+    best_epoch: int
+    val_accuracy: float
+    val_auc: float
+    history: list[EpochLog] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model on one split: ``probabilities`` float64 ``[N]`` of class 1."""
+
+    accuracy: float
+    auc: float
+    probabilities: np.ndarray
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu`` or ``cuda[:i]``; asking for CUDA without one is a :class:`XiqaError`."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise XiqaError(f"device {device!r} requested but no CUDA device is available "
+                        "(set `device: cpu` in params.yaml or pass --device cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise XiqaError(f"device must be cpu or cuda, got {device!r}")
+    return dev
+
+
+def seed_everything(seed: int, device: torch.device | str = "cpu") -> None:
+    """Seed torch, numpy and random; deterministic kernels (warn only where none exists)."""
+    import random
+
+    if torch.device(device).type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 32,
+            device: torch.device | str = "cpu") -> np.ndarray:
+    """Class-1 probabilities float64 ``[N]`` of uint8 ``images [N, 1, S, S]`` (eval mode)."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(images[start:start + batch_size].to(device, non_blocking=True))
+        out.append(torch.softmax(model(x).float(), dim=1)[:, 1].double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def score(model: nn.Module, split: Split, batch_size: int = 32,
+          device: torch.device | str = "cpu") -> Scores:
+    """Accuracy (threshold 0.5, i.e. the arg-max of two classes) and ROC AUC on ``split``."""
+    probs = predict(model, split.images, batch_size, device)
+    labels = split.labels.numpy()
+    return Scores(accuracy(labels, probs > 0.5), roc_auc(labels, probs), probs)
+
+
+def _better(candidate: tuple[float, float], best: tuple[float, float] | None) -> bool:
+    def key(pair: tuple[float, float]) -> tuple[float, float]:
+        return tuple(-math.inf if math.isnan(v) else v for v in pair)  # type: ignore[return-value]
+
+    return best is None or key(candidate) > key(best)
+
+
+def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe, *, seed: int,
+          device: str = "cpu", on_epoch: Callable[[EpochLog], None] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train ``model`` in place with ``recipe`` and leave it holding the kept epoch's weights,
+    in eval mode on ``device``. ``on_epoch`` receives each :class:`EpochLog` as it ends.
+
+    The caller builds ``model`` after :func:`seed_everything` (so its initialisation is seeded
+    too); this function re-seeds the augmentation draws and the batch order with ``seed``.
+    """
+    dev = resolve_device(device)
+    seed_everything(seed, dev)
+    model.to(dev)
+    optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    schedule = (torch.optim.lr_scheduler.StepLR(optimiser, recipe.step_size, recipe.gamma)
+                if recipe.step_size else None)
+    order = torch.Generator().manual_seed(seed)
+    loader = batches(train_split, recipe.batch_size, shuffle=True, augment=recipe.augment,
+                     generator=order, num_workers=recipe.num_workers, drop_singleton=True)
+    loss_fn = nn.CrossEntropyLoss()
+    result = TrainResult(best_epoch=0, val_accuracy=float("nan"), val_auc=float("nan"))
+    best_state: dict[str, torch.Tensor] | None = None
+    bar = _EpochBar(recipe.epochs, len(loader), enabled=progress)
+    with bar:
+        for epoch in range(1, recipe.epochs + 1):
+            model.train()
+            start, total, seen = time.perf_counter(), 0.0, 0
+            lr = optimiser.param_groups[0]["lr"]
+            bar.start(epoch)
+            for images, labels in loader:
+                x = normalise(images.to(dev, non_blocking=True))
+                y = labels.to(dev, non_blocking=True)
+                optimiser.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(y)
+                seen += len(y)
+                bar.advance(total / seen)
+            if schedule is not None:
+                schedule.step()
+            train_loss = total / max(seen, 1)
+            if not math.isfinite(train_loss):
+                raise XiqaError(f"training diverged at epoch {epoch} (train loss {train_loss}); "
+                                f"lower the learning rate (train.<dataset>.lr, now {recipe.lr})")
+            seconds = time.perf_counter() - start
+            val = score(model, val_split, recipe.batch_size, dev)
+            log = EpochLog(epoch, train_loss, val.accuracy, val.auc, lr,
+                           time.perf_counter() - start, seen / seconds)
+            result.history.append(log)
+            bar.finish(log)
+            if _better((val.accuracy, val.auc), None if best_state is None
+                       else (result.val_accuracy, result.val_auc)):
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                result.best_epoch, result.val_accuracy, result.val_auc = epoch, val.accuracy, val.auc
+            if on_epoch is not None:
+                on_epoch(log)
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+class _EpochBar:
+    """One rich progress bar per epoch on stderr (loss while training, then val metrics)."""
+
+    def __init__(self, epochs: int, steps: int, enabled: bool) -> None:
+        self.epochs, self.steps, self.enabled = epochs, steps, enabled
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> "_EpochBar":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(),
+                                     TextColumn("{task.fields[info]}"),
+                                     console=Console(stderr=True), refresh_per_second=4)
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def start(self, epoch: int) -> None:
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"epoch {epoch}/{self.epochs}", total=self.steps,
+                                               info="")
+
+    def advance(self, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, info=f"loss {loss:.4f}")
+
+    def finish(self, log: EpochLog) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.steps,
+                                 info=f"loss {log.train_loss:.4f}  val acc {log.val_accuracy:.3f}  "
+                                      f"val auc {log.val_auc:.3f}")

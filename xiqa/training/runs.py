@@ -1,0 +1,141 @@
+"""One tracked, registered model per call: what the `train` and `randomise` stages do.
+
+Order matters for interruption: everything that can fail for a user reason (data, ImageNet
+weights, device) is checked before the MLflow run starts; the model is registered last inside
+the run; the DVC pointer is written (atomically) only after the run has finished. So an
+exception or SIGTERM mid-training leaves a FAILED / KILLED run, no registered version and no
+pointer, and the next ``dvc repro`` simply runs the stage again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xiqa.params import Params
+from xiqa.paths import model_pointer, registered_model_name
+
+
+def _context(root: Path, dataset: str) -> dict[str, str]:
+    from xiqa.tracking.registry import data_md5
+    from xiqa.tracking.store import git_commit
+
+    return {"data_md5": data_md5(root, dataset), "git_commit": git_commit(root)}
+
+
+def _splits(root: Path, dataset: str, image_size: int, names: tuple[str, ...]):
+    from xiqa.data.dataset import load_split
+
+    return [load_split(root, dataset, name, image_size) for name in names]
+
+
+def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
+                device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``arch`` on ``dataset`` with seed ``seed`` (recipe ``params.train.<dataset>``),
+    log every epoch, register the kept epoch as ``trained-s<seed>``; returns the pointer."""
+    import mlflow
+
+    from xiqa.models import build
+    from xiqa.models.init import initialise
+    from xiqa.tracking.registry import log_data_input, register
+    from xiqa.tracking.store import tracked_run
+    from xiqa.training.loop import resolve_device, score, seed_everything, train
+
+    recipe = params.train.recipe(dataset)
+    device = device or params.device
+    resolve_device(device)
+    ctx = _context(root, dataset)
+    train_split, val_split, test_split = _splits(root, dataset, recipe.image_size,
+                                                 ("train", "val", "test"))
+    train_split = train_split.head(recipe.max_train_images)
+    seed_everything(seed)
+    model = build(arch)
+    initialise(model, arch, "trained", seed, pretrained=recipe.pretrained,
+               weights=params.randomise.imagenet_weights)
+    run_params = {"dataset": dataset, "arch": arch, "condition": "trained", "seed": seed,
+                  "device": device, **recipe.model_dump(), "n_train": len(train_split),
+                  "n_val": len(val_split), "n_test": len(test_split),
+                  "imagenet_weights": params.randomise.imagenet_weights, **ctx}
+    tags = {"condition": "trained", "seed": str(seed), "dataset": dataset, "arch": arch, **ctx}
+    with tracked_run(root, dataset, f"trained-{arch}-s{seed}", run_params, tags) as run:
+        log_data_input(root, dataset, ctx["data_md5"])
+        result = train(model, train_split, val_split, recipe, seed=seed, device=device,
+                       progress=progress,
+                       on_epoch=lambda log: mlflow.log_metrics(log.metrics(), step=log.epoch))
+        test = score(model, test_split, recipe.batch_size, device)
+        metrics = {"best_epoch": result.best_epoch, "best_val_accuracy": result.val_accuracy,
+                   "best_val_auc": result.val_auc, "test_accuracy": test.accuracy,
+                   "test_auc": test.auc}
+        mlflow.log_metrics(metrics)
+        registered = register(model, dataset=dataset, arch=arch, condition="trained", seed=seed,
+                              image_size=recipe.image_size, val_auc=result.val_auc, **ctx)
+    return _write_pointer(root, dataset, arch, "trained", seed,
+                          registered.pointer(**_about(dataset, arch, "trained", seed), **ctx,
+                                             metrics=metrics))
+
+
+def randomise_model(root: Path, params: Params, dataset: str, arch: str, condition: str,
+                    seed: int, device: str | None = None) -> dict[str, Any]:
+    """Build ``arch`` in condition ``sr`` or ``fr`` for ``seed``, measure it on the val and
+    test splits, register it as ``<condition>-s<seed>``; returns the pointer. ``sr`` without
+    ImageNet weights writes a ``skipped`` pointer with the reason and logs nothing."""
+    import mlflow
+    import torch
+
+    from xiqa.models import build
+    from xiqa.models.init import initialise
+    from xiqa.models.weights import WeightsUnavailable, resolve_imagenet_weights
+    from xiqa.tracking.registry import log_data_input, register
+    from xiqa.tracking.store import tracked_run
+    from xiqa.training.loop import resolve_device, score
+
+    if condition not in ("sr", "fr"):
+        raise ValueError(f"condition must be sr or fr, got {condition!r}")
+    about = _about(dataset, arch, condition, seed)
+    weights = params.randomise.imagenet_weights
+    if condition == "sr":
+        try:
+            resolve_imagenet_weights(arch, weights)
+        except WeightsUnavailable as err:
+            return _write_pointer(root, dataset, arch, condition, seed,
+                                  {"status": "skipped", "reason": str(err), **about})
+    recipe = params.train.recipe(dataset)
+    device = device or params.device
+    dev = resolve_device(device)
+    ctx = _context(root, dataset)
+    val_split, test_split = _splits(root, dataset, recipe.image_size, ("val", "test"))
+    torch.manual_seed(seed)
+    model = initialise(build(arch), arch, condition, seed, weights=weights).to(dev)
+    run_params = {"dataset": dataset, "arch": arch, "condition": condition, "seed": seed,
+                  "device": device, "image_size": recipe.image_size,
+                  "imagenet_weights": weights if condition == "sr" else None, **ctx}
+    tags = {"condition": condition, "seed": str(seed), "dataset": dataset, "arch": arch, **ctx}
+    with tracked_run(root, dataset, f"{condition}-{arch}-s{seed}", run_params, tags):
+        log_data_input(root, dataset, ctx["data_md5"])
+        val = score(model, val_split, recipe.batch_size, dev)
+        test = score(model, test_split, recipe.batch_size, dev)
+        metrics = {"val_accuracy": val.accuracy, "val_auc": val.auc,
+                   "test_accuracy": test.accuracy, "test_auc": test.auc}
+        mlflow.log_metrics(metrics)
+        registered = register(model, dataset=dataset, arch=arch, condition=condition, seed=seed,
+                              image_size=recipe.image_size, **ctx)
+    return _write_pointer(root, dataset, arch, condition, seed,
+                          registered.pointer(**about, **ctx, metrics=metrics))
+
+
+def _about(dataset: str, arch: str, condition: str, seed: int) -> dict[str, Any]:
+    return {"dataset": dataset, "arch": arch, "condition": condition, "seed": seed,
+            "name": registered_model_name(dataset, arch)}
+
+
+def _write_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int,
+                   pointer: dict[str, Any]) -> dict[str, Any]:
+    import math
+
+    from xiqa.io import write_json
+
+    if "metrics" in pointer:  # strict JSON: an undefined AUC (one class only) becomes null
+        pointer["metrics"] = {k: None if isinstance(v, float) and math.isnan(v) else v
+                              for k, v in pointer["metrics"].items()}
+    write_json(model_pointer(root, dataset, arch, condition, seed), pointer)
+    return pointer
