@@ -1,0 +1,171 @@
+"""Score one model on a test split: every saliency method, smoothing off and on, Pointing Game.
+
+:func:`score_split` is the science of the ``evaluate`` stage, without MLflow or DVC: it
+explains every image that has at least one box (the only images the Pointing Game scores; the
+others are skipped to save time, so the per-image table has rows only for scored images), once
+without smoothing, smooths those maps with :func:`xiqa.saliency.smoothing` (rather than running
+the saliency methods twice), and plays the Pointing Game on both. It returns one row per image ×
+method × smoothing flag (:data:`xiqa.report.schema.PER_IMAGE_COLUMNS`) and, for a fixed sample
+of images, the maps for the report's figures.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from xiqa.errors import XiqaError
+from xiqa.report import schema as S
+
+
+def read_boxes(path: Path) -> dict[str, np.ndarray]:
+    """``boxes.csv`` (``image_id, x0, y0, x1, y1``, original pixels, inclusive) as
+    ``{image_id: float [B, 4]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise XiqaError(f"{path}: not found (run `dvc repro prepare` first)")
+    out: dict[str, list[list[float]]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("image_id", "x0", "y0", "x1", "y1") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise XiqaError(f"{path}: missing column(s) {', '.join(missing)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+            except ValueError:
+                raise XiqaError(f"{path}: row {line}: box coordinates must be numbers, got {row}") from None
+            out.setdefault(row["image_id"], []).append(box)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def figure_sample(scored_ids: Sequence[str], n: int, seed: int) -> list[str]:
+    """A fixed, seeded sample of ``n`` scored image ids (sorted first, so the sample depends only
+    on the set of ids and the seed: every model of a dataset gets the same images)."""
+    ids = sorted(scored_ids)
+    if n <= 0 or not ids:
+        return []
+    rng = np.random.default_rng(seed)
+    pick = sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False).tolist())
+    return [ids[i] for i in pick]
+
+
+@dataclass
+class ScoreResult:
+    per_image: pd.DataFrame  # PER_IMAGE_COLUMNS
+    sample: "object | None"  # xiqa.report.figures.SampleMaps for the figure sample, or None
+
+    def accuracies(self, smoothed: bool) -> dict[str, float]:
+        """``{method: T / (T + F)}`` over the scored images."""
+        rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
+        return {m: float(g["hit"].mean()) for m, g in rows.groupby("method", sort=False)}
+
+    def constant_maps(self, smoothed: bool) -> dict[str, int]:
+        rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
+        return {m: int(g["constant"].sum()) for m, g in rows.groupby("method", sort=False)}
+
+
+def score_split(
+    model: nn.Module,
+    arch: str,
+    split,
+    boxes: Mapping[str, np.ndarray],
+    *,
+    methods: Sequence[str] | None = None,
+    tolerance: float = 15.0,
+    target: str = "predicted",
+    smooth: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_size: int = 8,
+    layers: Mapping[str, Sequence[str]] | None = None,
+    sample_ids: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> ScoreResult:
+    """Explain and score the images of ``split`` (:class:`xiqa.data.dataset.Split`) that have
+    boxes (``boxes``: ``{image_id: [B, 4]}`` in original pixels).
+
+    ``target``: ``"predicted"`` explains the arg-max class, ``"label"`` the true label.
+    ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: the saliency package's Gaussian,
+    σ = 1, 11×11). Raises :class:`XiqaError` when no test image has a box.
+    """
+    from xiqa import saliency
+    from xiqa.evaluation import pointing_game as pg
+    from xiqa.report.figures import SampleMaps, to_uint8
+
+    if target not in ("predicted", "label"):
+        raise XiqaError(f"evaluate.target must be 'predicted' or 'label', got {target!r}")
+    smooth = smooth or saliency.smooth
+    index = [i for i, image_id in enumerate(split.ids) if len(boxes.get(image_id, ())) > 0]
+    if not index:
+        raise XiqaError(f"{split.dataset}: no image of the {split.split} split has a box, so the "
+                        "Pointing Game has nothing to score")
+    methods = list(methods or saliency.METHODS)
+    model.eval()
+    sample_pos = {image_id: k for k, image_id in enumerate(sample_ids)}
+    s = split.image_size
+    sample_images = np.zeros((len(sample_ids), s, s), dtype=np.uint8)
+    sample_boxes: list[np.ndarray] = [np.zeros((0, 4))] * len(sample_ids)
+    sample_maps = {b: np.zeros((len(sample_ids), len(methods), s, s), dtype=np.uint8) for b in (False, True)}
+    sample_peaks = {b: np.zeros((len(sample_ids), len(methods), 2)) for b in (False, True)}
+    sample_hits = {b: np.full((len(sample_ids), len(methods)), np.nan) for b in (False, True)}
+
+    columns: dict[str, list] = {c: [] for c in S.PER_IMAGE_COLUMNS}
+    for start in range(0, len(index), batch_size):
+        rows = index[start:start + batch_size]
+        x = split.inputs(torch.tensor(rows))
+        ids = [split.ids[i] for i in rows]
+        labels = split.labels[rows]
+        with torch.no_grad():
+            probs = torch.softmax(model(x).float(), dim=1)
+        predicted = probs.argmax(dim=1)
+        tgt = predicted if target == "predicted" else labels
+        sizes = split.sizes[rows]  # (width, height)
+        in_boxes = [pg.scale_boxes(boxes[i], (int(w), int(h)), (s, s)) for i, (w, h) in zip(ids, sizes.tolist())]
+        raw = saliency.explain(model, x, methods, arch=arch, target=tgt, layers=layers)
+        for smoothed in (False, True):
+            for mi, m in enumerate(methods):
+                maps = raw[m].detach().float()
+                if smoothed:
+                    maps = smooth(maps)
+                hit = pg.hits(maps, in_boxes, tolerance=tolerance)  # a constant map is a miss (SPEC 5)
+                constant = pg.is_constant(maps)
+                peak = pg.peaks(maps)
+                for j, image_id in enumerate(ids):
+                    columns["image_id"].append(image_id)
+                    columns["method"].append(m)
+                    columns["smoothed"].append(int(smoothed))
+                    columns["target"].append(int(tgt[j]))
+                    columns["predicted"].append(int(predicted[j]))
+                    columns["probability"].append(float(probs[j, 1]))
+                    columns["label"].append(int(labels[j]))
+                    columns["peak_x"].append(int(peak[j, 0]))
+                    columns["peak_y"].append(int(peak[j, 1]))
+                    columns["hit"].append(int(hit[j]))
+                    columns["constant"].append(int(constant[j]))
+                    k = sample_pos.get(image_id)
+                    if k is not None:
+                        sample_maps[smoothed][k, mi] = to_uint8(maps[j].numpy())
+                        sample_peaks[smoothed][k, mi] = peak[j].numpy()
+                        sample_hits[smoothed][k, mi] = float(hit[j])
+        for j, image_id in enumerate(ids):
+            k = sample_pos.get(image_id)
+            if k is not None:
+                sample_images[k] = split.images[rows[j], 0].numpy()
+                sample_boxes[k] = np.asarray(in_boxes[j], dtype=np.float64).reshape(-1, 4)
+        if progress is not None:
+            progress(len(rows))
+    frame = pd.DataFrame(columns)
+    sample = None
+    if len(sample_ids):
+        missing = [i for i in sample_ids if i not in set(frame["image_id"])]
+        if missing:
+            raise XiqaError(f"figure sample image(s) {missing} were not scored (they have no box)")
+        sample = SampleMaps(list(sample_ids), methods, sample_images, sample_boxes,
+                            sample_maps, sample_peaks, sample_hits)
+    return ScoreResult(frame, sample)

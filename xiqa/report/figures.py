@@ -1,0 +1,221 @@
+"""Saliency overlays and the paper's figure layouts (Figures 2–6).
+
+An overlay is the scan in grey, the saliency map on top (``jet`` colour map, transparency
+``alpha``), the ground-truth boxes in red and the map's peak marked with a cross (white when the
+Pointing Game counts a hit, black on a miss). The layouts put methods in columns and
+variants in rows:
+
+- :func:`smoothing_figure`     (Fig. 2) smoothing off / on, per sample image;
+- :func:`randomisation_figure` (Figs. 3, 5) FR / SR / trained, per sample image;
+- :func:`seeds_figure`         (Fig. 4) trained seeds side by side;
+- :func:`architectures_figure` (Fig. 6) trained architectures side by side.
+
+The maps come from :class:`SampleMaps`, saved by the evaluate stage for a fixed, seeded sample
+of test images (the maps are stored as uint8 for display only; the peaks drawn are the ones the
+Pointing Game used, stored in full precision).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from xiqa.errors import XiqaError  # noqa: E402
+from xiqa.io import atomic_path  # noqa: E402
+from xiqa.report import schema as S  # noqa: E402
+
+CMAP = "jet"
+ALPHA = 0.45
+PANEL_INCHES = 1.3
+
+
+@dataclass
+class Panel:
+    """One overlay: scan ``[H, W]`` in [0, 1] or uint8, map ``[H, W]`` in [0, 1] or uint8,
+    boxes ``[B, 4]`` (x0, y0, x1, y1 inclusive, the image's pixels), peak ``(x, y)`` or None."""
+
+    image: np.ndarray
+    saliency: np.ndarray | None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    peak: tuple[float, float] | None = None
+    hit: bool | None = None
+
+
+def draw_overlay(ax, panel: Panel, alpha: float = ALPHA) -> None:
+    """Draw one overlay on a matplotlib axis (no ticks)."""
+    img = np.asarray(panel.image, dtype=np.float32)
+    if img.max() > 1.0:
+        img = img / 255.0
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if panel.saliency is not None:
+        sal = np.asarray(panel.saliency, dtype=np.float32)
+        if sal.max() > 1.0:
+            sal = sal / 255.0
+        ax.imshow(sal, cmap=CMAP, vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")
+    for x0, y0, x1, y1 in np.asarray(panel.boxes, dtype=float).reshape(-1, 4):
+        # inclusive pixel ranges: the box covers pixel centres x0..x1, i.e. edges x0-0.5..x1+0.5
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
+                               edgecolor="red", linewidth=1.0))
+    if panel.peak is not None:
+        colour = "white" if panel.hit or panel.hit is None else "black"
+        ax.plot([panel.peak[0]], [panel.peak[1]], marker="x", markersize=7, markeredgewidth=2,
+                color=colour)
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def overlay_grid(rows: Sequence[tuple[str, Sequence[Panel]]], columns: Sequence[str], title: str = ""):
+    """A figure with one row per ``(label, panels)`` and one column per ``columns`` label."""
+    if not rows or not columns:
+        raise XiqaError(f"figure {title!r}: nothing to draw")
+    n_rows, n_cols = len(rows), len(columns)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(PANEL_INCHES * n_cols + 0.8, PANEL_INCHES * n_rows + 0.6),
+                             squeeze=False)
+    for r, (label, panels) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            if c < len(panels) and panels[c] is not None:
+                draw_overlay(ax, panels[c])
+            else:
+                ax.axis("off")
+            if r == 0:
+                ax.set_title(columns[c], fontsize=6)
+        axes[r][0].set_ylabel(label, fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Save a figure as PNG atomically and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
+
+
+def figure_png_bytes(fig, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- sample maps
+@dataclass
+class SampleMaps:
+    """The figure sample of one model: scans, boxes, maps (off / on) and Pointing Game peaks.
+
+    ``images`` uint8 ``[K, H, W]``; ``boxes`` one float ``[B, 4]`` per image (input pixels);
+    ``maps[smoothed]`` uint8 ``[K, M, H, W]`` (display only); ``peaks[smoothed]`` float
+    ``[K, M, 2]`` (x, y); ``hits[smoothed]`` float ``[K, M]``.
+    """
+
+    image_ids: list[str]
+    methods: list[str]
+    images: np.ndarray
+    boxes: list[np.ndarray]
+    maps: dict[bool, np.ndarray]
+    peaks: dict[bool, np.ndarray]
+    hits: dict[bool, np.ndarray]
+
+    def panel(self, k: int, method: str, smoothed: bool = True) -> Panel:
+        m = self.methods.index(method)
+        hit = self.hits[smoothed][k, m]
+        return Panel(self.images[k], self.maps[smoothed][k, m], self.boxes[k],
+                     tuple(self.peaks[smoothed][k, m]), None if np.isnan(hit) else bool(hit))
+
+    def save(self, path: Path) -> Path:
+        flat = [np.c_[np.full(len(b), k), np.asarray(b, dtype=float).reshape(-1, 4)]
+                for k, b in enumerate(self.boxes)]
+        with atomic_path(Path(path)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(
+                    fh, image_ids=np.array(self.image_ids), methods=np.array(self.methods),
+                    images=self.images, boxes=np.concatenate(flat) if flat else np.zeros((0, 5)),
+                    maps_off=self.maps[False], maps_on=self.maps[True],
+                    peaks_off=self.peaks[False], peaks_on=self.peaks[True],
+                    hits_off=self.hits[False], hits_on=self.hits[True])
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "SampleMaps":
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise XiqaError(f"{path}: cannot read the figure sample maps ({err})") from None
+        ids = [str(x) for x in z["image_ids"]]
+        flat = z["boxes"]
+        boxes = [flat[flat[:, 0] == k, 1:] for k in range(len(ids))]
+        return cls(ids, [str(x) for x in z["methods"]], z["images"], boxes,
+                   {False: z["maps_off"], True: z["maps_on"]},
+                   {False: z["peaks_off"], True: z["peaks_on"]},
+                   {False: z["hits_off"], True: z["hits_on"]})
+
+
+def to_uint8(maps: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to uint8 for display (the Pointing Game never sees these)."""
+    return np.clip(np.rint(np.asarray(maps, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- layouts
+def _columns(methods: Sequence[str]) -> list[str]:
+    return ["scan"] + [S.method_label(m) for m in methods]
+
+
+def _row(maps: SampleMaps, k: int, methods: Sequence[str], smoothed: bool) -> list[Panel]:
+    scan = Panel(maps.images[k], None, maps.boxes[k])
+    return [scan] + [maps.panel(k, m, smoothed) for m in methods]
+
+
+def _common_methods(models: Sequence[SampleMaps]) -> list[str]:
+    first = models[0].methods
+    return [m for m in first if all(m in x.methods for x in models)]
+
+
+def smoothing_figure(maps: SampleMaps, title: str = ""):
+    """Fig. 2: each sample image with smoothing off, then on; methods in columns."""
+    rows = []
+    for k, image_id in enumerate(maps.image_ids):
+        rows.append((f"{image_id}\nno smoothing", _row(maps, k, maps.methods, False)))
+        rows.append((f"{image_id}\nsmoothed", _row(maps, k, maps.methods, True)))
+    return overlay_grid(rows, _columns(maps.methods), title)
+
+
+def variants_figure(variants: Sequence[tuple[str, SampleMaps]], title: str = "", smoothed: bool = True):
+    """Rows = each sample image × each labelled model (conditions, seeds or architectures).
+
+    All variants must share the sample (same dataset, same seeded sample): the evaluate stage
+    draws it from the dataset's test split only, so they do.
+    """
+    if not variants:
+        raise XiqaError(f"figure {title!r}: no model to show")
+    models = [m for _, m in variants]
+    ids = models[0].image_ids
+    for label, m in variants:
+        if m.image_ids != ids:
+            raise XiqaError(f"figure {title!r}: model {label} was scored on a different figure sample")
+    methods = _common_methods(models)
+    rows = []
+    for k, image_id in enumerate(ids):
+        for label, m in variants:
+            rows.append((f"{image_id}\n{label}", _row(m, k, methods, smoothed)))
+    return overlay_grid(rows, _columns(methods), title)
+
+
+randomisation_figure = variants_figure  # Figs. 3 and 5: [("FR", ...), ("SR", ...), ("trained", ...)]
+seeds_figure = variants_figure  # Fig. 4: [("seed 1", ...), ("seed 2", ...), ...]
+architectures_figure = variants_figure  # Fig. 6: [("ResNet-34", ...), ("EfficientNet-B0", ...)]

@@ -1,0 +1,371 @@
+"""The paper's Tables 2–7, built from the study's logged MLflow runs (never from models).
+
+Input is a runs DataFrame in the shape ``mlflow.search_runs`` returns (``run_id``,
+``tags.<k>``, ``metrics.<k>`` columns), holding one study's aggregate and study runs (see
+:mod:`xiqa.report.schema`). :func:`build_tables` turns it into :class:`Table` objects — methods
+as rows, conditions as columns — and :func:`write_tables` renders each as Markdown, CSV, LaTeX
+and HTML. Accuracies are means ± sample standard deviations (ddof = 1) over seeds, with the 95 %
+bootstrap interval over test images in brackets.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from xiqa.errors import XiqaError
+from xiqa.io import write_text
+from xiqa.report import schema as S
+
+FORMAT_SUFFIX = {"md": ".md", "csv": ".csv", "latex": ".tex", "html": ".html"}
+STD_NOTE = "mean ± std over seeds (std: sample standard deviation, ddof = 1); [95 % bootstrap CI over test images]"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table entry: a number with its spread, or a note (e.g. why a condition was skipped)."""
+
+    mean: float | None = None
+    std: float | None = None  # None: a single seed (ddof = 1 undefined)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    note: str | None = None
+
+    def text(self, digits: int = 3) -> str:
+        if self.mean is None:
+            return self.note or "–"
+        out = f"{self.mean:.{digits}f}"
+        if self.std is not None:
+            out += f" ± {self.std:.{digits}f}"
+        if self.ci_low is not None and self.ci_high is not None:
+            out += f" [{self.ci_low:.{digits - 1}f}, {self.ci_high:.{digits - 1}f}]"
+        if self.p_value is not None:
+            out += f" (p = {self.p_value:.2f})"
+        return out
+
+
+@dataclass
+class Table:
+    key: str  # file stem, e.g. "table4-objectcxr"
+    title: str
+    row_header: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def cell(self, row: str, column: str) -> Cell:
+        return self.cells.get((row, column), Cell())
+
+    def text_frame(self) -> pd.DataFrame:
+        """The table as displayed: one string per cell, methods as the index."""
+        data = {c: [self.cell(r, c).text() for r in self.rows] for c in self.columns}
+        return pd.DataFrame(data, index=pd.Index(self.rows, name=self.row_header))
+
+    def numeric_frame(self) -> pd.DataFrame:
+        """Machine-readable: ``<column> mean``, ``<column> std`` (and CI, p, note when present)."""
+        data: dict[str, list] = {}
+        for c in self.columns:
+            cells = [self.cell(r, c) for r in self.rows]
+            data[f"{c} mean"] = [x.mean for x in cells]
+            if any(x.std is not None for x in cells) or any(x.mean is not None for x in cells):
+                data[f"{c} std"] = [x.std for x in cells]
+            if any(x.ci_low is not None for x in cells):
+                data[f"{c} ci95 low"] = [x.ci_low for x in cells]
+                data[f"{c} ci95 high"] = [x.ci_high for x in cells]
+            if any(x.p_value is not None for x in cells):
+                data[f"{c} p"] = [x.p_value for x in cells]
+            if any(x.note for x in cells):
+                data[f"{c} note"] = [x.note or "" for x in cells]
+        return pd.DataFrame(data, index=pd.Index(self.rows, name=self.row_header))
+
+
+# --------------------------------------------------------------------------- reading runs
+def _num(row: pd.Series, metric: str) -> float | None:
+    value = row.get(f"metrics.{metric}")
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _tag(row: pd.Series, tag: str, default: str = "") -> str:
+    value = row.get(f"tags.{tag}")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    return str(value)
+
+
+@dataclass
+class StudyRuns:
+    """One study's runs, indexed: aggregates by (dataset, arch, condition), study runs by dataset."""
+
+    aggregates: dict[tuple[str, str, str], pd.Series]
+    studies: dict[str, pd.Series]
+    datasets: list[str]  # grid order
+    archs: dict[str, list[str]]  # dataset -> archs, grid order
+    methods: list[str]
+
+    @classmethod
+    def from_frame(cls, runs: pd.DataFrame) -> "StudyRuns":
+        if runs.empty:
+            raise XiqaError("the tracking store holds no aggregate runs for this study: run `dvc repro` first")
+        kinds = runs.get(f"tags.{S.KIND}")
+        if kinds is None:
+            raise XiqaError("the runs carry no xiqa.kind tag; they were not logged by the report stage")
+        aggs = runs[kinds == "aggregate"].copy()
+        if aggs.empty:
+            raise XiqaError("the study has no aggregate runs: run `dvc repro` (the report stage) first")
+        aggs["_order"] = pd.to_numeric(aggs.get("tags.grid_index"), errors="coerce").fillna(0)
+        aggs = aggs.sort_values("_order", kind="stable")
+        aggregates: dict[tuple[str, str, str], pd.Series] = {}
+        datasets: list[str] = []
+        archs: dict[str, list[str]] = {}
+        for _, row in aggs.iterrows():
+            ds, arch, cond = _tag(row, "dataset"), _tag(row, "arch"), _tag(row, "condition")
+            aggregates[(ds, arch, cond)] = row
+            if ds not in datasets:
+                datasets.append(ds)
+            if arch not in archs.setdefault(ds, []):
+                archs[ds].append(arch)
+        studies = {_tag(r, "dataset"): r for _, r in runs[kinds == "study"].iterrows()}
+        listed = [m for m in _tag(aggs.iloc[0], "methods").split(",") if m]
+        methods = [m for m in S.METHODS if m in listed] + [m for m in listed if m not in S.METHODS]
+        return cls(aggregates, studies, datasets, archs, methods or list(S.METHODS))
+
+    def pg_cell(self, ds: str, arch: str, cond: str, method: str, smoothed: bool = True) -> Cell:
+        row = self.aggregates.get((ds, arch, cond))
+        if row is None:
+            return Cell(note="not in the grid")
+        if _tag(row, S.STATUS) == "skipped":
+            return Cell(note=f"skipped: {_tag(row, S.REASON, 'no reason logged')}")
+        mean = _num(row, S.agg_metric("mean", method, smoothed))
+        if mean is None:
+            return Cell(note="not logged")
+        return Cell(mean=mean, std=_num(row, S.agg_metric("std", method, smoothed)),
+                    ci_low=_num(row, S.agg_metric("ci_low", method, smoothed)),
+                    ci_high=_num(row, S.agg_metric("ci_high", method, smoothed)))
+
+
+def _arch_label(arch: str) -> str:
+    return S.ARCH_LABELS.get(arch, arch)
+
+
+def _ds_label(ds: str) -> str:
+    return S.DATASET_LABELS.get(ds, ds)
+
+
+def _method_rows(study: StudyRuns) -> tuple[list[str], dict[str, str]]:
+    labels = {m: S.method_label(m) for m in study.methods}
+    return [labels[m] for m in study.methods], labels
+
+
+# --------------------------------------------------------------------------- the tables
+RANDOMISATION_TABLE = {"lvot": 3, "objectcxr": 4}
+ARCHITECTURE_TABLE = {"lvot": 5, "objectcxr": 6}
+
+
+def smoothing_table(study: StudyRuns) -> Table:
+    """Table 2: trained models' Pointing Game accuracy with smoothing off and on."""
+    rows, labels = _method_rows(study)
+    t = Table("table2", "Table 2 — Pointing Game accuracy of the trained models, smoothing off / on",
+              "method", rows, [], notes=[STD_NOTE, "Smoothing: Gaussian σ = 1.0, 11×11 kernel, reflect padding."])
+    for ds in study.datasets:
+        for arch in study.archs[ds]:
+            for smoothed in (False, True):
+                col = f"{_ds_label(ds)} {_arch_label(arch)} · smoothing {'on' if smoothed else 'off'}"
+                t.columns.append(col)
+                for m in study.methods:
+                    t.cells[(labels[m], col)] = study.pg_cell(ds, arch, "trained", m, smoothed)
+    return t
+
+
+def randomisation_table(study: StudyRuns, ds: str) -> Table:
+    """Tables 3 (LVOT) and 4 (Object-CXR): SR / FR / trained, mean ± std over seeds."""
+    rows, labels = _method_rows(study)
+    n = RANDOMISATION_TABLE.get(ds, 3)
+    t = Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy on {_ds_label(ds)}: semi-randomised (SR), "
+              "fully randomised (FR) and trained models", "method", rows, [], notes=[STD_NOTE, "Smoothed maps."])
+    archs = study.archs[ds]
+    for arch in archs:
+        for cond in S.CONDITIONS:
+            col = S.CONDITION_LABELS[cond] if len(archs) == 1 else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}"
+            t.columns.append(col)
+            for m in study.methods:
+                t.cells[(labels[m], col)] = study.pg_cell(ds, arch, cond, m)
+    return t
+
+
+def architecture_table(study: StudyRuns, ds: str) -> Table:
+    """Tables 5 (LVOT) and 6 (Object-CXR): trained means per architecture, DoM and RBF-MMD."""
+    rows, labels = _method_rows(study)
+    n = ARCHITECTURE_TABLE.get(ds, 5)
+    t = Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy of trained models on {_ds_label(ds)} "
+              "per architecture, and their Difference of Means (DoM)", "method", rows, [],
+              notes=[STD_NOTE, "DoM = |mean(A) − mean(B)| over per-seed accuracies (the linear-kernel MMD); "
+                     "MMD: RBF kernel on the same per-seed accuracies, median-heuristic bandwidth, "
+                     "permutation p-value."])
+    archs = study.archs[ds]
+    for arch in archs:
+        col = _arch_label(arch)
+        t.columns.append(col)
+        for m in study.methods:
+            t.cells[(labels[m], col)] = study.pg_cell(ds, arch, "trained", m)
+    run = study.studies.get(ds)
+    pairs = [(a, b) for i, a in enumerate(archs) for b in archs[i + 1:]]
+    for a, b in pairs:
+        tail = "" if len(pairs) == 1 else f" {_arch_label(a)} vs {_arch_label(b)}"
+        sfx = S.pair_suffix(a, b, len(archs))
+        dom_col, mmd_col = f"DoM{tail}", f"MMD (RBF){tail}"
+        t.columns += [dom_col, mmd_col]
+        for m in study.methods:
+            if run is None:
+                t.cells[(labels[m], dom_col)] = t.cells[(labels[m], mmd_col)] = Cell(note="no study run")
+                continue
+            dom = _num(run, f"dom/{m}{sfx}")
+            t.cells[(labels[m], dom_col)] = Cell(mean=dom) if dom is not None else Cell(note="not logged")
+            mmd = _num(run, f"mmd/{m}{sfx}")
+            t.cells[(labels[m], mmd_col)] = (Cell(mean=mmd, p_value=_num(run, f"mmd_p/{m}{sfx}"))
+                                             if mmd is not None else Cell(note="not logged"))
+    if len(archs) < 2:
+        t.notes.append("Only one architecture in the grid: no DoM.")
+    return t
+
+
+def classification_table(study: StudyRuns) -> Table:
+    """Table 7: test accuracy and ROC AUC of the trained models, mean ± std over seeds."""
+    t = Table("table7", "Table 7 — Classification accuracy and ROC AUC of the trained models (test split)",
+              "model", [], ["Accuracy", "AUC"],
+              notes=["mean ± std over seeds (std: sample standard deviation, ddof = 1)."])
+    for ds in study.datasets:
+        for arch in study.archs[ds]:
+            row_label = f"{_ds_label(ds)} {_arch_label(arch)}"
+            t.rows.append(row_label)
+            row = study.aggregates.get((ds, arch, "trained"))
+            for col, name in (("Accuracy", "test_accuracy"), ("AUC", "test_auc")):
+                mean = None if row is None else _num(row, f"{name}_mean")
+                t.cells[(row_label, col)] = (Cell(mean=mean, std=_num(row, f"{name}_std"))
+                                             if mean is not None else Cell(note="not logged"))
+    return t
+
+
+def build_tables(runs: pd.DataFrame) -> list[Table]:
+    """Every table of the study held in ``runs`` (one study's aggregate + study runs)."""
+    study = StudyRuns.from_frame(runs)
+    tables = [smoothing_table(study)]
+    order = sorted(study.datasets, key=lambda d: RANDOMISATION_TABLE.get(d, 99))
+    tables += [randomisation_table(study, ds) for ds in order]
+    tables += [architecture_table(study, ds) for ds in order]
+    tables.append(classification_table(study))
+    return tables
+
+
+# --------------------------------------------------------------------------- rendering
+def to_markdown(t: Table) -> str:
+    frame = t.text_frame()
+    head = [t.row_header, *t.columns]
+    lines = [f"### {t.title}", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join([":---"] + ["---:"] * len(t.columns)) + "|"]
+    for label, values in frame.iterrows():
+        cells = [str(label), *[str(v) for v in values]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += [""] + [f"_{n}_" for n in t.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    return t.numeric_frame().to_csv()
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+                  "±": r"$\pm$", "×": r"$\times$", "σ": r"$\sigma$", "−": "-", "—": "--",
+                  "–": "--", "·": r"$\cdot$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+
+
+def to_latex(t: Table) -> str:
+    frame = t.text_frame()
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(t.title)}}}",
+             rf"\label{{tab:{t.key}}}", r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\hline",
+             " & ".join(latex_escape(h) for h in [t.row_header, *t.columns]) + r" \\", r"\hline"]
+    for label, values in frame.iterrows():
+        lines.append(" & ".join(latex_escape(str(c)) for c in [label, *values]) + r" \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    lines += [rf"\par\footnotesize {latex_escape(n)}" for n in t.notes]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(t: Table) -> str:
+    """An HTML fragment (``<table>`` with caption and notes) for one table."""
+    frame = t.text_frame()
+    e = html.escape
+    out = [f'<table class="xiqa" id="{e(t.key)}">', f"<caption>{e(t.title)}</caption>",
+           "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in [t.row_header, *t.columns]) + "</tr></thead>",
+           "<tbody>"]
+    for label, values in frame.iterrows():
+        out.append(f"<tr><th>{e(str(label))}</th>" + "".join(f"<td>{e(str(v))}</td>" for v in values) + "</tr>")
+    out.append("</tbody></table>")
+    out += [f'<p class="note">{e(n)}</p>' for n in t.notes]
+    return "\n".join(out) + "\n"
+
+
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table.xiqa { border-collapse: collapse; margin: 1em 0 0.3em; font-size: 0.85em; }
+table.xiqa caption { text-align: left; font-weight: 600; padding-bottom: 0.4em; }
+table.xiqa th, table.xiqa td { border: 1px solid #ccc; padding: 0.25em 0.5em; }
+table.xiqa td { text-align: right; font-variant-numeric: tabular-nums; }
+table.xiqa thead th { background: #f3f3f3; }
+p.note { font-size: 0.8em; color: #555; margin: 0.1em 0; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; }
+"""
+
+
+def html_page(title: str, tables: Iterable[Table], figures: Iterable[tuple[str, str]] = (),
+              header: str = "") -> str:
+    """One self-contained page: every table, then every figure (``(caption, data URI or path)``)."""
+    e = html.escape
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(title)}</title>",
+             f"<style>{HTML_STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    if header:
+        parts.append(f"<p>{e(header)}</p>")
+    parts.append("<h2>Tables</h2>")
+    parts += [to_html(t) for t in tables]
+    figures = list(figures)
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for caption, src in figures:
+            parts.append(f'<figure><img src="{e(src)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "latex": to_latex, "html": to_html}
+
+
+def write_tables(tables: Iterable[Table], out: Path, formats: Iterable[str]) -> list[Path]:
+    """Write every table in every format: ``<out>/<key><suffix>``. Returns the files written."""
+    out = Path(out)
+    written = []
+    for fmt in formats:
+        if fmt not in RENDERERS:
+            raise XiqaError(f"unknown report format {fmt!r}; choose from {', '.join(RENDERERS)}")
+        for t in tables:
+            path = out / f"{t.key}{FORMAT_SUFFIX[fmt]}"
+            write_text(path, RENDERERS[fmt](t))
+            written.append(path)
+    return written
