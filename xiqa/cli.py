@@ -7,7 +7,8 @@ to stderr and exits with status 2, without a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 import typer
 
@@ -47,6 +48,68 @@ def _root() -> None:
 
 
 # --- report / explain (issue: evaluation and report) --------------------------------------
+REPORT_FORMATS = ("md", "csv", "latex", "html")
+
+
+@app.command()
+def report(
+    fmt: list[str] = typer.Option(list(REPORT_FORMATS), "--format", "-f",
+                                  help="md, csv, latex or html; repeat or comma-separate for several"),
+    out: Path = typer.Option(Path("reports"), "--out", "-o", help="folder for the table files"),
+    study: Optional[str] = typer.Option(None, help="study id (tag xiqa.study); default: the latest"),
+) -> None:
+    """Write the paper's Tables 2-7 (and, with html, one page with tables and figures) from the
+    study runs in the tracking store (embedded mlflow.db, or MLFLOW_TRACKING_URI). Never
+    recomputes anything from models."""
+
+    def go() -> None:
+        from xiqa.paths import project_root
+        from xiqa.report.export import export_report
+
+        formats = [f.strip() for item in fmt for f in item.split(",") if f.strip()]
+        written = export_report(project_root(), out, formats, study=study)
+        for path in written:
+            typer.echo(str(path))
+
+    run_guarded(go)
+
+
+@app.command()
+def explain(
+    image: Path = typer.Argument(..., help="the scan: PNG, JPEG, NPY or DICOM"),
+    model: str = typer.Option(..., "--model", "-m", help="registered model NAME@ALIAS or NAME/VERSION, "
+                                                           "e.g. xiqa-objectcxr-resnet34@best"),
+    boxes: Optional[str] = typer.Option(None, help='ground-truth boxes in the scan\'s pixels, inclusive: '
+                                                   '"x0,y0,x1,y1;x0,y0,x1,y1"'),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="saliency method (repeatable); default: all ten"),
+    out: Path = typer.Option(Path("overlay.png"), "--out", "-o", help="overlay PNG to write"),
+    tolerance: float = typer.Option(15.0, help="Pointing Game tau, in input pixels"),
+    smooth: bool = typer.Option(True, help="Gaussian smoothing (sigma 1, 11x11) before the peak, as in the study"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """Explain one scan with a registered model: prediction, probability, each method's peak and,
+    with --boxes, hit or miss; writes the overlay."""
+
+    def go() -> None:
+        from xiqa.data.images import read_image
+        from xiqa.paths import project_root
+        from xiqa.report.audit import audit_figure, audit_scan, load_registered, parse_boxes
+        from xiqa.report.figures import save_figure
+        from xiqa.tracking.store import ensure_store
+
+        gt = parse_boxes(boxes)
+        gray = read_image(image)
+        ensure_store(project_root())
+        net, arch, size, mv = load_registered(model, device)
+        result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tolerance,
+                                                 smooth=smooth)
+        typer.echo(f"{image}: {mv.name} version {mv.version} ({arch}, input {size}x{size})")
+        for line in result.lines():
+            typer.echo(line)
+        save_figure(audit_figure(result, maps, img, in_boxes, f"{image.name} — {mv.name} v{mv.version}"), out)
+        typer.echo(f"overlay: {out}")
+
+    run_guarded(go)
 
 
 def main() -> None:
