@@ -91,7 +91,8 @@ def read_dataset(root: Path | str, decode: bool = True, progress: bool = False) 
 
     Columns: ``image_id`` (``<part>/<image_name>``), ``patient_id`` (= ``image_id``), ``part``
     (``train``/``dev``), ``label`` (1 iff at least one object), ``boxes`` (list of
-    ``(x0, y0, x1, y1)`` floats, original pixels), ``width``, ``height``.
+    ``(x0, y0, x1, y1)`` floats, original pixels), ``width``, ``height``, ``annotation`` (the
+    stripped CSV cell).
 
     Checks, each failing with a :class:`XiqaError` naming the file and row: both CSVs and
     folders exist with the right columns; names stay inside their folder (no ``..``); no name
