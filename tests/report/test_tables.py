@@ -33,7 +33,7 @@ def _agg(ds, arch, cond, index, base, std=0.05, skipped=None, one_seed=False):
     return row
 
 
-def _runs(reason="no ImageNet weights"):
+def _runs(reason="no ImageNet weights: put the file in the cache"):
     rows = []
     for i, arch in enumerate(("resnet34", "efficientnet_b0")):
         rows.append(_agg("objectcxr", arch, "trained", i, 0.8 - i * 0.1))
@@ -96,6 +96,7 @@ def test_renderers_write_one_file_per_table_per_format(tmp_path):
     assert csv.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.83)
     assert csv.loc["Grad-CAM", "ResNet-34 · Trained std"] == pytest.approx(0.05)
     assert csv.loc["Grad-CAM", "ResNet-34 · SR note"] == "skipped: no ImageNet weights"
+    assert "SR ResNet-34 skipped: no ImageNet weights: put the file in the cache" in md
     tex = (tmp_path / "table4-objectcxr.tex").read_text()
     assert r"0.830 $\pm$ 0.050" in tex and r"\begin{tabular}{lrrrrrr}" in tex
     assert "Input $\\times$ Gradient" in tex

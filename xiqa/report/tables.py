@@ -147,13 +147,27 @@ class StudyRuns:
         if row is None:
             return Cell(note="not in the grid")
         if _tag(row, S.STATUS) == "skipped":
-            return Cell(note=f"skipped: {_tag(row, S.REASON, 'no reason logged')}")
+            return Cell(note=f"skipped: {short_reason(_tag(row, S.REASON, 'no reason logged'))}")
         mean = _num(row, S.agg_metric("mean", method, smoothed))
         if mean is None:
             return Cell(note="not logged")
         return Cell(mean=mean, std=_num(row, S.agg_metric("std", method, smoothed)),
                     ci_low=_num(row, S.agg_metric("ci_low", method, smoothed)),
                     ci_high=_num(row, S.agg_metric("ci_high", method, smoothed)))
+
+
+def short_reason(reason: str, limit: int = 60) -> str:
+    """The first clause of a skip reason (the table note carries the whole sentence)."""
+    head = reason.split(":")[0].strip()
+    return head if len(head) <= limit else head[: limit - 1] + "…"
+
+
+def _skip_notes(study: StudyRuns, ds: str | None = None) -> list[str]:
+    notes = []
+    for (d, arch, cond), row in study.aggregates.items():
+        if (ds is None or d == ds) and _tag(row, S.STATUS) == "skipped":
+            notes.append(f"{S.CONDITION_LABELS.get(cond, cond)} {_arch_label(arch)} skipped: {_tag(row, S.REASON)}")
+    return list(dict.fromkeys(notes))
 
 
 def _arch_label(arch: str) -> str:
@@ -202,6 +216,7 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
             t.columns.append(col)
             for m in study.methods:
                 t.cells[(labels[m], col)] = study.pg_cell(ds, arch, cond, m)
+    t.notes += _skip_notes(study, ds)
     return t
 
 

@@ -1,0 +1,161 @@
+"""The whole study through `dvc repro` on a tiny grid, in a throw-away git + DVC repository.
+
+One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it builds the grid
+(Object-CXR phantoms, ResNet-34 and EfficientNet-B0, seeds 1 and 2, trained / SR / FR) and checks
+
+1. every table has every method row and every condition column, SR shows its skip reason;
+2. every aggregate mean ± std equals a recomputation from the evaluation runs' per-image CSV
+   artifacts, and DoM equals the absolute difference of the logged means;
+3. `dvc metrics show` and `dvc plots show` work;
+4. a second repro after changing `evaluate.tolerance` *and* shrinking the seed list re-runs only
+   `evaluate` (the remaining seed's models) and `report`, and no aggregate keeps the dropped seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+try:
+    from tests.conftest import BIN, run
+except ModuleNotFoundError:  # pytest started without the repository root on sys.path
+    from conftest import BIN, run
+
+from xiqa.report import schema as S
+
+ARCHS = ("resnet34", "efficientnet_b0")
+TINY = {
+    "data": {"objectcxr": {"n_images": 24, "min_size": 64, "max_size": 72},
+             "lvot": {"n_patients": 6, "slices_per_patient": 2, "size": 48}},
+    "prepare": {"train": 0.5, "val": 0.25, "test": 0.25},
+    "grid": {"models": [{"dataset": "objectcxr", "arch": a} for a in ARCHS], "seeds": [1, 2],
+             "randomised": ["sr", "fr"]},
+    "train": {"objectcxr": {"image_size": 48, "epochs": 1, "batch_size": 8, "pretrained": False,
+                            "step_size": None, "augment": False}},
+    "evaluate": {"batch_size": 8, "bootstrap": 50, "permutations": 20, "figure_samples": 1},
+    "report": {"formats": ["md", "csv", "html"]},
+}
+
+
+def _ran(proc) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", proc.stdout))
+
+
+def _store(root: Path):
+    import mlflow
+
+    uri = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def _study_runs(root: Path) -> pd.DataFrame:
+    import mlflow
+
+    client = _store(root)
+    exp = client.get_experiment_by_name(S.STUDY_EXPERIMENT)
+    runs = mlflow.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    latest = runs[runs[f"tags.{S.KIND}"] == "aggregate"].iloc[0][f"tags.{S.STUDY}"]
+    return runs[runs[f"tags.{S.STUDY}"] == latest]
+
+
+def _per_image(root: Path, arch: str, cond: str, seed: int, tmp: Path) -> pd.DataFrame:
+    import mlflow
+
+    pointer = json.loads((root / "eval" / f"objectcxr-{arch}" / f"{cond}-s{seed}.json").read_text())
+    dst = tmp / f"{arch}-{cond}-{seed}"
+    dst.mkdir(exist_ok=True)
+    return pd.read_csv(mlflow.artifacts.download_artifacts(run_id=pointer["run_id"], artifact_path="per_image.csv",
+                                                           dst_path=str(dst)))
+
+
+def _check_aggregates(root: Path, seeds: list[int], tmp: Path) -> pd.DataFrame:
+    runs = _study_runs(root)
+    aggs = runs[runs[f"tags.{S.KIND}"] == "aggregate"]
+    for arch in ARCHS:
+        for cond in ("trained", "fr"):
+            row = aggs[(aggs["tags.arch"] == arch) & (aggs["tags.condition"] == cond)].iloc[0]
+            assert row["tags.seeds"] == ",".join(map(str, seeds))
+            frames = [_per_image(root, arch, cond, s, tmp) for s in seeds]
+            for m in S.METHODS:
+                for smoothed in (True, False):
+                    accs = [f[(f.method == m) & (f.smoothed == int(smoothed))]["hit"].mean() for f in frames]
+                    mean = sum(accs) / len(accs)
+                    assert row[f"metrics.{S.agg_metric('mean', m, smoothed)}"] == pytest.approx(mean)
+                    std_col = f"metrics.{S.agg_metric('std', m, smoothed)}"
+                    if len(accs) > 1:
+                        std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
+                        assert row[std_col] == pytest.approx(std)
+                    else:
+                        assert std_col not in row or pd.isna(row[std_col])
+        sr = aggs[(aggs["tags.arch"] == arch) & (aggs["tags.condition"] == "sr")].iloc[0]
+        assert sr[f"tags.{S.STATUS}"] == "skipped"
+    study = runs[runs[f"tags.{S.KIND}"] == "study"].iloc[0]
+    a, b = (aggs[(aggs["tags.arch"] == x) & (aggs["tags.condition"] == "trained")].iloc[0] for x in ARCHS)
+    for m in S.METHODS:
+        dom = abs(a[f"metrics.pg_mean/{m}"] - b[f"metrics.pg_mean/{m}"])
+        assert study[f"metrics.dom/{m}"] == pytest.approx(dom, abs=1e-12)
+        assert 0 < study[f"metrics.mmd_p/{m}"] <= 1
+    return aggs
+
+
+@pytest.mark.slow
+def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
+    root = make_project(TINY)
+    dvc = str(BIN / "dvc")
+    first = run(root, dvc, "repro", "report")
+    assert "report" in _ran(first)
+    assert sum(s.startswith("evaluate") for s in _ran(first)) == 2 * 3 * 2
+
+    # 1. tables: every method row, every condition column; SR's reason instead of numbers
+    labels = [S.method_label(m) for m in S.METHODS]
+    t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
+    assert list(t4.index) == labels
+    for arch in ("ResNet-34", "EfficientNet-B0"):
+        for cond in ("FR", "Trained"):
+            assert t4[f"{arch} · {cond} mean"].notna().all()
+        assert t4[f"{arch} · SR note"].str.startswith("skipped:").all()
+    t2 = pd.read_csv(root / "reports" / "table2.csv", index_col=0)
+    assert list(t2.index) == labels and t2.filter(like="smoothing off mean").shape[1] == 2
+    t6 = pd.read_csv(root / "reports" / "table6-objectcxr.csv", index_col=0)
+    assert list(t6.index) == labels and t6["DoM mean"].notna().all()
+    t7 = pd.read_csv(root / "reports" / "table7.csv", index_col=0)
+    assert t7["Accuracy mean"].between(0, 1).all() and t7["AUC mean"].notna().all()
+    md = (root / "reports" / "table4-objectcxr.md").read_text()
+    assert all(f"| {label} |" in md for label in labels)
+    page = (root / "reports" / "index.html").read_text()
+    assert page.count("<table") == 4 and "data:image/png;base64," in page
+
+    # 2. aggregates = recomputation from the per-image CSV artifacts; DoM = |difference of means|
+    aggs = _check_aggregates(root, [1, 2], tmp_path)
+    assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(
+        aggs[(aggs["tags.arch"] == "resnet34") & (aggs["tags.condition"] == "trained")].iloc[0]["metrics.pg_mean/gradcam"],
+        abs=1e-9)
+
+    # 3. DVC metrics and plots
+    shown = run(root, dvc, "metrics", "show", "--json")
+    assert "pointing_game" in shown.stdout and "gradcam" in shown.stdout
+    run(root, dvc, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
+    assert (tmp_path / "dvc_plots" / "index.html").is_file()
+
+    # 4 + 5. one more repro with fewer seeds *and* a new tolerance: exactly the remaining
+    # evaluations and the report re-run (train / randomise / prepare do not), and no aggregate
+    # keeps the dropped seed's models
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["grid"]["seeds"] = [1]
+    params["evaluate"]["tolerance"] = 5
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    second = run(root, dvc, "repro", "report")
+    ran = _ran(second)
+    assert "report" in ran and all(s == "report" or s.startswith("evaluate@") for s in ran)
+    assert sum(s.startswith("evaluate@") for s in ran) == 2 * 3  # 2 archs x 3 conditions, seed 1
+    assert (root / "eval" / "objectcxr-resnet34" / "trained-s2.json").is_file()  # stale file, ignored
+    _check_aggregates(root, [1], tmp_path)
+    t4_after = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
+    assert t4_after.filter(like=" std").drop(columns=t4_after.filter(like="SR").columns).isna().all().all()

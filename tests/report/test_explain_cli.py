@@ -1,0 +1,103 @@
+"""`xiqa explain` on a DICOM and a PNG scan, with and without boxes, through a registered model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from xiqa.cli import app
+
+SIZE = 48
+REF = "xiqa-lvot-resnet34@fr-s1"
+
+
+def _write_dicom(path: Path, arr: np.ndarray) -> None:
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelData = arr.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """An embedded store holding one registered (randomised, BN-calibrated) ResNet-34."""
+    import mlflow
+
+    from xiqa.models import zoo
+    from xiqa.tracking import registry, store
+
+    root = tmp_path_factory.mktemp("explain")
+    (root / "params.yaml").write_text("{}\n")
+    torch.manual_seed(0)
+    model = zoo.build("resnet34")
+    zoo.estimate_bn_statistics(model, [torch.randn(4, 3, SIZE, SIZE)])
+    with store.tracked_run(root, "lvot", "fr", {}, {}):
+        registry.register(model, dataset="lvot", arch="resnet34", condition="fr", seed=1, image_size=SIZE,
+                          data_md5="0" * 32, git_commit="test")
+    mlflow.set_tracking_uri("")  # the CLI must find the store by itself
+    rng = np.random.default_rng(0)
+    scan = (rng.random((96, 80)) * 1000).astype(np.uint16)
+    scan[30:50, 20:40] += 3000  # a bright object
+    _write_dicom(root / "scan.dcm", scan)
+    Image.fromarray((scan / scan.max() * 255).astype(np.uint8)).save(root / "scan.png")
+    return root
+
+
+def _explain(project: Path, monkeypatch, *args: str):
+    monkeypatch.setenv("XIQA_PROJECT", str(project))
+    return CliRunner().invoke(app, ["explain", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("scan", ["scan.dcm", "scan.png"])
+def test_explain_prints_prediction_and_every_peak_and_writes_the_overlay(project, monkeypatch, scan):
+    out = project / f"{scan}.overlay.png"
+    res = _explain(project, monkeypatch, str(project / scan), "--model", REF, "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert re.search(r"prediction: class [01] .*probability 0\.\d{3}", res.output)
+    peaks = re.findall(r"^(\w+)\s+peak x=(\d+) y=(\d+)", res.output, flags=re.M)
+    assert len(peaks) == 10
+    assert all(0 <= int(x) < 80 and 0 <= int(y) < 96 for _, x, y in peaks)  # the scan's own pixels
+    assert " hit" not in res.output and " miss" not in res.output
+    assert out.is_file() and Image.open(out).size[0] > 200
+
+
+@pytest.mark.parametrize("scan", ["scan.dcm", "scan.png"])
+def test_explain_with_boxes_gives_a_verdict_per_method(project, monkeypatch, scan):
+    out = project / f"{scan}.boxes.png"
+    whole = "0,0,79,95"  # a box covering the scan: every peak is a hit
+    res = _explain(project, monkeypatch, str(project / scan), "--model", REF, "--boxes", whole,
+                   "--method", "gradcam", "--method", "normgrad_conv3x3_multi", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    verdicts = re.findall(r"^(\w+)\s+peak .*\s(hit|miss)", res.output, flags=re.M)
+    assert [m for m, _ in verdicts] == ["gradcam", "normgrad_conv3x3_multi"]
+    assert all(v == "hit" for _, v in verdicts)
+    corner = _explain(project, monkeypatch, str(project / scan), "--model", REF, "--boxes", "0,0,0,0; 79,95,79,95",
+                      "--method", "gradcam", "--tolerance", "0.5", "--out", str(out))
+    assert corner.exit_code == 0 and re.search(r"^gradcam .*\s(hit|miss)$", corner.output, flags=re.M)
+    assert out.is_file()
+
+
+def test_explain_names_a_bad_box_or_unknown_model(project, monkeypatch):
+    bad = _explain(project, monkeypatch, str(project / "scan.png"), "--model", REF, "--boxes", "1,2,3")
+    assert bad.exit_code == 2 and "'1,2,3'" in bad.output
+    missing = _explain(project, monkeypatch, str(project / "scan.png"), "--model", "xiqa-lvot-resnet34@nope")
+    assert missing.exit_code == 2 and "not found" in missing.output
