@@ -160,7 +160,7 @@ def register(model: "nn.Module", *, dataset: str, arch: str, condition: str, see
 def update_best(client: "MlflowClient", name: str) -> str | None:
     """Point ``best`` at the version, among those holding a ``trained-s*`` alias, with the
     highest ``val_auc`` tag (ties: the lower seed). Returns that version (None: no candidate)."""
-    aliases = client.get_registered_model(name).aliases
+    aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
     current = {v for a, v in aliases.items() if a.startswith("trained-s")}
     ranked = []
     for version in current:

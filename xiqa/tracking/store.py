@@ -2,9 +2,10 @@
 
 Embedded default: ``sqlite:///<project>/mlflow.db`` with artifacts under ``<project>/mlruns/``,
 both from the project's resolved absolute path, so a stage gives the same store whatever its
-working directory. ``MLFLOW_TRACKING_URI`` (a tracking server, ``http(s)://...``, or any other
-database URI) replaces it; the server then decides where artifacts go. The deprecated
-``./mlruns`` *file* store is never used.
+working directory. ``MLFLOW_TRACKING_URI`` replaces it: a tracking server (``http(s)://...``,
+which decides where artifacts go), or another sqlite database (artifacts in ``mlruns/`` beside
+it; useful for ``dvc exp run --temp/--queue``, whose workspaces are temporary copies). The
+deprecated ``./mlruns`` *file* store is never used.
 
 A fresh sqlite database takes about 2 s to create, and several processes creating it at once
 race on the schema (SPEC 10), so :func:`ensure_store` creates or upgrades it once, under a file
@@ -38,17 +39,28 @@ def embedded_uri(root: Path) -> str:
 
 
 def tracking_uri(root: Path) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else the project's embedded sqlite store."""
-    return os.environ.get(TRACKING_ENV) or embedded_uri(root)
+    """``$MLFLOW_TRACKING_URI`` if set, else the project's embedded sqlite store. A file store
+    (``file:`` or a bare path) is refused: MLflow deprecated it."""
+    uri = os.environ.get(TRACKING_ENV) or embedded_uri(root)
+    if "://" not in uri or uri.startswith("file:"):
+        raise XiqaError(f"{TRACKING_ENV}={uri}: MLflow's file store is deprecated; use a "
+                        "database (sqlite:///path/mlflow.db) or a tracking server (http://host:port)")
+    return uri
 
 
-def is_embedded(uri: str, root: Path) -> bool:
-    return uri == embedded_uri(root)
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve()
 
 
-def artifact_root(root: Path) -> str:
-    """``file:///abs/project/mlruns``: where the embedded store keeps artifacts."""
-    return (Path(root).resolve() / ARTIFACTS_DIR).as_uri()
+def artifact_root(root: Path, uri: str | None = None) -> str | None:
+    """Where runs of store ``uri`` (default: the project's) keep artifacts: ``mlruns/`` beside a
+    sqlite database (``file:///abs/project/mlruns`` for the embedded store), None for a
+    server or other database, whose own configuration decides."""
+    db = sqlite_path(uri or embedded_uri(root))
+    return (db.parent / ARTIFACTS_DIR).as_uri() if db is not None else None
 
 
 def experiment_name(dataset: str) -> str:
@@ -75,23 +87,24 @@ def _schema_ready(db: Path) -> bool:
 
 
 def ensure_store(root: Path) -> str:
-    """Point MLflow at the project's store, creating or upgrading the embedded database once.
+    """Point MLflow at the project's store, creating a sqlite database's schema once.
 
     Safe to call from many processes at once: creation happens under an exclusive file lock
-    (``mlflow.db-init.lock``), and later callers find the schema ready. Returns the tracking
-    URI. A database written by a newer/older MLflow is upgraded by MLflow's own migrations.
+    (``mlflow.db-init.lock`` beside the database) and later callers find the schema ready.
+    Returns the tracking URI. (An existing database of an older MLflow is upgraded by MLflow
+    itself when it opens it, as ``mlflow db upgrade`` would.)
     """
     import mlflow
 
     root = Path(root).resolve()
     uri = tracking_uri(root)
-    if is_embedded(uri, root):
-        db = root / DB_NAME
-        if not _schema_ready(db):
-            root.mkdir(parents=True, exist_ok=True)
-            with open(root / f"{DB_NAME}-init.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                _create_schema(uri, artifact_root(root))
+    db = sqlite_path(uri)
+    if db is not None and not _schema_ready(db):
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.parent / f"{db.name}-init.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _schema_ready(db):  # another process may have finished meanwhile
+                _create_schema(uri, artifact_root(root, uri))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -104,9 +117,10 @@ def open_client(root: Path):
 
     root = Path(root).resolve()
     uri = tracking_uri(root)
-    if is_embedded(uri, root) and not (root / DB_NAME).is_file():
-        raise XiqaError(f"{root / DB_NAME}: no MLflow store here; run `dvc repro` in the project "
-                        f"first, or set {TRACKING_ENV} to a tracking server")
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise XiqaError(f"{db}: no MLflow store here; run `dvc repro` in the project first, "
+                        f"or set {TRACKING_ENV} to a tracking server")
     return mlflow.MlflowClient(ensure_store(root))
 
 
@@ -134,7 +148,8 @@ def experiment_id(root: Path, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = f"{artifact_root(root)}/{name}" if is_embedded(uri, root) else None
+    base = artifact_root(root, uri)
+    location = f"{base}/{name}" if base is not None else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:

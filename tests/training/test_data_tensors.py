@@ -1,0 +1,90 @@
+"""Reading a prepared split as tensors, preprocessing and augmentation."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xiqa.data.dataset import batches, load_split
+from xiqa.data.images import read_image
+from xiqa.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, augment, normalise, preprocess,
+                                  to_cached)
+from xiqa.errors import XiqaError
+
+
+def test_load_split_gives_uint8_squares_labels_ids_and_original_sizes(tiny_root: Path) -> None:
+    split = load_split(tiny_root, "objectcxr", "val", 32)
+    rows = [r for r in csv.DictReader(open(tiny_root / "data/prepared/objectcxr/splits.csv"))
+            if r["split"] == "val"]
+    assert split.images.dtype == torch.uint8 and split.images.shape == (4, 1, 32, 32)
+    assert list(split.ids) == [r["image_id"] for r in rows]
+    assert split.labels.tolist() == [int(r["label"]) for r in rows]
+    first = read_image(tiny_root / "data/raw/objectcxr" / rows[0]["image_id"])
+    assert tuple(split.sizes[0].tolist()) == (first.shape[1], first.shape[0])
+    assert torch.equal(split.images[0], to_cached(first, 32))
+
+
+def test_load_split_is_cached_per_process(tiny_root: Path) -> None:
+    assert load_split(tiny_root, "objectcxr", "train", 32) is load_split(tiny_root, "objectcxr", "train", 32)
+
+
+def test_preprocess_of_one_scan_equals_the_split_input_bit_for_bit(tiny_root: Path) -> None:
+    split = load_split(tiny_root, "objectcxr", "test", 40)
+    gray = read_image(tiny_root / "data/raw/objectcxr" / split.ids[2])
+    assert torch.equal(preprocess(gray, 40), split.inputs([2])[0])
+
+
+def test_normalise_replicates_gray_to_three_channels_with_imagenet_statistics() -> None:
+    images = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
+    images[1] = 0
+    x = normalise(images)
+    assert x.shape == (2, 3, 4, 4) and x.dtype == torch.float32
+    for c in range(3):
+        assert float(x[0, c, 0, 0]) == pytest.approx((1 - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+        assert float(x[1, c, 0, 0]) == pytest.approx(-IMAGENET_MEAN[c] / IMAGENET_STD[c])
+
+
+def test_augmentation_moves_each_image_differently_and_is_seeded(tiny_root: Path) -> None:
+    images = load_split(tiny_root, "objectcxr", "train", 32).images[:4]
+    torch.manual_seed(0)
+    a = augment(images)
+    torch.manual_seed(0)
+    b = augment(images)
+    assert a.dtype == torch.uint8 and a.shape == images.shape
+    assert torch.equal(a, b)
+    assert not torch.equal(a, images)
+    changes = [(a[i].float() - images[i].float()).abs().mean() for i in range(4)]
+    assert len({round(float(c), 4) for c in changes}) > 1  # not one draw for the whole batch
+
+
+def test_batches_are_seeded_and_drop_a_last_singleton(tiny_root: Path) -> None:
+    split = load_split(tiny_root, "objectcxr", "train", 32)  # 8 rows
+    order = lambda: [y.tolist() for _, y in batches(split, 7, shuffle=True,  # noqa: E731
+                                                   generator=torch.Generator().manual_seed(3),
+                                                   drop_singleton=True)]
+    first = order()
+    assert first == order() and len(first) == 1 and len(first[0]) == 7
+
+
+def test_a_split_row_missing_from_images_csv_is_one_sentence_naming_the_file(tiny_root: Path) -> None:
+    images_csv = tiny_root / "data/prepared/objectcxr/images.csv"
+    lines = images_csv.read_text().splitlines()
+    images_csv.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # drop the first image
+    with pytest.raises(XiqaError, match=r"images\.csv: no row for image_id 'img/000\.png'"):
+        load_split(tiny_root, "objectcxr", "train", 33)
+
+
+def test_a_missing_prepared_folder_says_to_run_prepare(tmp_path: Path) -> None:
+    with pytest.raises(XiqaError, match="dvc repro prepare"):
+        load_split(tmp_path, "lvot", "test", 32)
+
+
+def test_preprocess_accepts_any_intensity_range() -> None:
+    gray = np.linspace(-1000, 3000, 50 * 60, dtype=np.float32).reshape(50, 60)  # e.g. CT units
+    x = preprocess(gray, 32)
+    assert x.shape == (3, 32, 32)
+    assert float(x[0].min()) == pytest.approx(-IMAGENET_MEAN[0] / IMAGENET_STD[0], abs=0.05)

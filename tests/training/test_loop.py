@@ -1,0 +1,76 @@
+"""The training loop: seeded, keeps the best validation epoch, reports each epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xiqa.data.dataset import load_split
+from xiqa.errors import XiqaError
+from xiqa.models import build
+from xiqa.params import Recipe
+from xiqa.training.loop import EpochLog, score, seed_everything, train
+from xiqa.training.metrics import accuracy, roc_auc
+
+RECIPE = Recipe(image_size=32, epochs=3, batch_size=4, lr=0.01, step_size=2, pretrained=False)
+
+
+def _train(root: Path, seed: int, recipe: Recipe = RECIPE, **kw):
+    tr = load_split(root, "objectcxr", "train", recipe.image_size)
+    va = load_split(root, "objectcxr", "val", recipe.image_size)
+    seed_everything(seed)
+    model = build("resnet34")
+    result = train(model, tr, va, recipe, seed=seed, progress=False, **kw)
+    return model, result, va
+
+
+def test_same_seed_gives_bit_identical_weights_and_another_seed_does_not(tiny_root: Path) -> None:
+    a, _, _ = _train(tiny_root, seed=1)
+    b, _, _ = _train(tiny_root, seed=1)
+    c, _, _ = _train(tiny_root, seed=2)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["conv1.weight"], sc["conv1.weight"])
+
+
+def test_keeps_the_epoch_with_best_validation_accuracy_and_reports_every_epoch(tiny_root: Path) -> None:
+    logs: list[EpochLog] = []
+    model, result, val = _train(tiny_root, seed=3, on_epoch=logs.append)
+    assert [log.epoch for log in logs] == [1, 2, 3] and result.history == logs
+    best = max(logs, key=lambda log: (log.val_accuracy, log.val_auc))
+    assert result.best_epoch == min(log.epoch for log in logs
+                                    if (log.val_accuracy, log.val_auc) == (best.val_accuracy, best.val_auc))
+    again = score(model, val, 4)  # the model holds the kept epoch's weights
+    assert again.accuracy == pytest.approx(result.val_accuracy)
+    assert not model.training
+    assert [log.lr for log in logs] == pytest.approx([0.01, 0.01, 0.001])  # step schedule
+    assert all(np.isfinite(log.train_loss) and log.images_per_second > 0 for log in logs)
+    assert set(logs[0].metrics()) == {"train_loss", "val_accuracy", "val_auc", "lr",
+                                      "epoch_seconds", "images_per_second"}
+
+
+def test_asking_for_cuda_without_a_gpu_is_a_user_error(tiny_root: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(XiqaError, match="no CUDA device"):
+        _train(tiny_root, seed=1, device="cuda")
+
+
+def test_a_diverging_loss_names_the_learning_rate(tiny_root: Path) -> None:
+    with pytest.raises(XiqaError, match="lower the learning rate"):
+        _train(tiny_root, seed=1, recipe=RECIPE.model_copy(update={"lr": 1e12, "epochs": 1}))
+
+
+def test_roc_auc_equals_the_mann_whitney_definition_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + 0.3 * labels, 1)  # many ties
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    slow = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert roc_auc(labels, scores) == pytest.approx(slow, abs=1e-12)
+    assert np.isnan(roc_auc(np.ones(4), np.arange(4)))
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
+    assert accuracy([0, 1, 1], [0, 1, 0]) == pytest.approx(2 / 3)
