@@ -96,7 +96,7 @@ def score_split(
     """
     from xiqa import saliency
     from xiqa.evaluation import pointing_game as pg
-    from xiqa.report.figures import SampleMaps, to_uint8
+    from xiqa.report.samples import SampleMaps, to_uint8
 
     if target not in ("predicted", "label"):
         raise XiqaError(f"evaluate.target must be 'predicted' or 'label', got {target!r}")

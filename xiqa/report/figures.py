@@ -32,6 +32,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from xiqa.errors import XiqaError  # noqa: E402
 from xiqa.io import atomic_path  # noqa: E402
 from xiqa.report import schema as S  # noqa: E402
+from xiqa.report.samples import SampleMaps, to_uint8  # noqa: E402,F401  (re-exported)
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -112,63 +113,6 @@ def figure_png_bytes(fig, dpi: int = 110) -> bytes:
     fig.savefig(buf, dpi=dpi, format="png")
     plt.close(fig)
     return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- sample maps
-@dataclass
-class SampleMaps:
-    """The figure sample of one model: scans, boxes, maps (off / on) and Pointing Game peaks.
-
-    ``images`` uint8 ``[K, H, W]``; ``boxes`` one float ``[B, 4]`` per image (input pixels);
-    ``maps[smoothed]`` uint8 ``[K, M, H, W]`` (display only); ``peaks[smoothed]`` float
-    ``[K, M, 2]`` (x, y); ``hits[smoothed]`` float ``[K, M]``.
-    """
-
-    image_ids: list[str]
-    methods: list[str]
-    images: np.ndarray
-    boxes: list[np.ndarray]
-    maps: dict[bool, np.ndarray]
-    peaks: dict[bool, np.ndarray]
-    hits: dict[bool, np.ndarray]
-
-    def panel(self, k: int, method: str, smoothed: bool = True) -> Panel:
-        m = self.methods.index(method)
-        hit = self.hits[smoothed][k, m]
-        return Panel(self.images[k], self.maps[smoothed][k, m], self.boxes[k],
-                     tuple(self.peaks[smoothed][k, m]), None if np.isnan(hit) else bool(hit))
-
-    def save(self, path: Path) -> Path:
-        flat = [np.c_[np.full(len(b), k), np.asarray(b, dtype=float).reshape(-1, 4)]
-                for k, b in enumerate(self.boxes)]
-        with atomic_path(Path(path)) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh, image_ids=np.array(self.image_ids), methods=np.array(self.methods),
-                    images=self.images, boxes=np.concatenate(flat) if flat else np.zeros((0, 5)),
-                    maps_off=self.maps[False], maps_on=self.maps[True],
-                    peaks_off=self.peaks[False], peaks_on=self.peaks[True],
-                    hits_off=self.hits[False], hits_on=self.hits[True])
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Path) -> "SampleMaps":
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise XiqaError(f"{path}: cannot read the figure sample maps ({err})") from None
-        ids = [str(x) for x in z["image_ids"]]
-        flat = z["boxes"]
-        boxes = [flat[flat[:, 0] == k, 1:] for k in range(len(ids))]
-        return cls(ids, [str(x) for x in z["methods"]], z["images"], boxes,
-                   {False: z["maps_off"], True: z["maps_on"]},
-                   {False: z["peaks_off"], True: z["peaks_on"]},
-                   {False: z["hits_off"], True: z["hits_on"]})
-
-
-def to_uint8(maps: np.ndarray) -> np.ndarray:
-    """[0, 1] floats to uint8 for display (the Pointing Game never sees these)."""
-    return np.clip(np.rint(np.asarray(maps, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- layouts
