@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--library-batch", type=int, default=None,
                         help="images for the library baseline (default: --batch on CUDA, 2 on CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="default: 5 on CUDA, 2 on CPU (1 at 600 px)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 is steadiest on a shared machine")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--config", action="append", metavar="ARCH:SIZE",
                         help="replace the default configurations (repeatable), e.g. resnet50:224")
@@ -177,6 +179,8 @@ def main() -> None:
         memory_child(args._memory_child[0], bool(int(args._memory_child[1])))
         return
     warnings.simplefilter("ignore")  # Captum warns about its hooks on every call
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device")
