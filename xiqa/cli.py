@@ -45,6 +45,65 @@ def _root() -> None:
 
 
 # --- models (issue: training and registry) ------------------------------------------------
+@models_app.command("list")
+def models_list(
+    prefix: str = typer.Option("xiqa-", help="only registered models whose name starts with this"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON rows instead of a table"),
+) -> None:
+    """Every registered model version: aliases, tags (condition, seed, data md5, commit) and the
+    run's metrics, from the embedded store (mlflow.db) or MLFLOW_TRACKING_URI."""
+
+    def go() -> None:
+        import json
+
+        from xiqa.paths import project_root
+        from xiqa.tracking.registry import list_models
+        from xiqa.tracking.store import open_client
+
+        rows = list_models(open_client(project_root()), prefix)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+            return
+        if not rows:
+            typer.echo(f"no registered models starting with {prefix!r}")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="registered models")
+        for col in ("model", "v", "aliases", "condition", "seed", "data md5", "commit",
+                    "val auc", "test acc", "test auc"):
+            table.add_column(col, justify="right" if col in ("v", "seed") or " a" in col else "left")
+        for r in rows:
+            t, m = r["tags"], r["metrics"]
+            val_auc = m.get("best_val_auc", m.get("val_auc"))
+            table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), t.get("condition", ""),
+                          t.get("seed", ""), t.get("data_md5", "")[:12], t.get("git_commit", "")[:12],
+                          *(f"{v:.3f}" if v is not None else "" for v in
+                            (val_auc, m.get("test_accuracy"), m.get("test_auc"))))
+        Console(width=200).print(table)
+
+    run_guarded(go)
+
+
+@models_app.command("pull")
+def models_pull(
+    ref: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION, e.g. xiqa-objectcxr-resnet34@best"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for weights.pt and model_card.json"),
+) -> None:
+    """Write a model's weights (a state dict for torch.load(..., weights_only=True)) and a model
+    card (params, metrics, data md5, git commit, aliases) into a folder."""
+
+    def go() -> None:
+        from xiqa.paths import project_root
+        from xiqa.tracking.registry import pull
+        from xiqa.tracking.store import open_client
+
+        weights, card = pull(open_client(project_root()), ref, out)
+        typer.echo(f"{weights}\n{card}")
+
+    run_guarded(go)
+
 
 
 # --- report / explain (issue: evaluation and report) --------------------------------------
@@ -110,6 +169,7 @@ def explain(
         typer.echo(f"overlay: {out}")
 
     run_guarded(go)
+
 
 
 def main() -> None:
