@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--library-batch", type=int, default=None,
                         help="images for the library baseline (default: --batch on CUDA, 2 on CPU)")
-    parser.add_argument("--repeats", type=int, default=None, help="default: 5 on CUDA, 2 on CPU (1 at 600 px)")
+    parser.add_argument("--repeats", type=int, default=None, help="default: 5 on CUDA, 2 on CPU")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 is steadiest on a shared machine")
     parser.add_argument("--no-memory", action="store_true")
@@ -196,7 +196,7 @@ def main() -> None:
         model = build(arch)
         estimate_bn_statistics(model, [torch.randn(2, 3, 64, 64) for _ in range(2)])  # SPEC 10
         model.to(device)
-        repeats = args.repeats or (5 if device == "cuda" else (1 if size > 300 else 2))
+        repeats = args.repeats or (5 if device == "cuda" else 2)
         x = torch.randn(args.batch, 3, size, size, device=device)
         with torch.no_grad():
             target = model(x).argmax(1)

@@ -19,24 +19,27 @@ from torch import Tensor
 CONSTANT_RTOL = 1e-6
 
 
+def _lo_hi_constant(flat: Tensor, rtol: float) -> tuple[Tensor, Tensor, Tensor]:
+    lo, hi = flat.amin(1), flat.amax(1)
+    return lo, hi, (hi - lo) <= rtol * torch.maximum(hi.abs(), lo.abs())
+
+
 def constant_maps(maps: Tensor, rtol: float = CONSTANT_RTOL) -> Tensor:
     """Bool [N]: which maps of ``maps`` [N, ...] are constant (range ≤ ``rtol`` · max |value|;
     an all-zero map is constant)."""
     flat = maps.flatten(1)
     if flat.shape[1] == 0:
         return torch.ones(flat.shape[0], dtype=torch.bool, device=maps.device)
-    hi, lo = flat.amax(1), flat.amin(1)
-    return (hi - lo) <= rtol * torch.maximum(hi.abs(), lo.abs())
+    return _lo_hi_constant(flat, rtol)[2]
 
 
 def normalise(maps: Tensor) -> Tensor:
     """Min-max normalise each map of ``maps`` [N, ...] to [0, 1]; a constant map becomes all 0."""
     flat = maps.flatten(1)
-    lo = flat.amin(1, keepdim=True)
-    span = flat.amax(1, keepdim=True) - lo
+    lo, hi, const = _lo_hi_constant(flat, CONSTANT_RTOL)
     # dividing by +inf sends a constant map to exactly 0 without a full-size select
-    span = torch.where(constant_maps(maps)[:, None], torch.inf, span)
-    return ((flat - lo) / span).view_as(maps)
+    span = torch.where(const, torch.inf, hi - lo)
+    return ((flat - lo[:, None]) / span[:, None]).view_as(maps)
 
 
 def upsample(maps: Tensor, size: Sequence[int]) -> Tensor:
