@@ -108,7 +108,7 @@ def main(
     tags = {S.KIND: "evaluation", "dataset": dataset, "arch": arch, "condition": condition,
             "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
             "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
-            "git_commit": store.git_commit(root)}
+            "git_commit": store.git_commit(root), "data_md5": registry.data_md5(root, dataset)}
     run_params = {"tolerance": ev.tolerance, "target": ev.target, "methods": ",".join(methods),
                   "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                   "image_size": image_size, "n_test": len(split), "figure_samples": len(sample)}
