@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_tiny_dataset
+from tiny_data import write_tiny_dataset
 from xiqa.errors import XiqaError
 from xiqa.models import build
 from xiqa.models.weights import IMAGENET_FILES, WEIGHTS_ENV, WeightsUnavailable
