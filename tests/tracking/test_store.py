@@ -113,3 +113,13 @@ def test_git_commit_is_head_dirty_when_tracked_files_change_and_unknown_outside_
     assert git_commit(tmp_path) == head
     (tmp_path / "params.yaml").write_text("a: 2\n")
     assert git_commit(tmp_path) == f"{head}-dirty"
+
+
+def test_pointing_mlflow_at_one_project_does_not_leak_into_the_next(tmp_path: Path) -> None:
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; ensure_store must not let that
+    environment value send a second project's runs into the first project's database."""
+    first = ensure_store(tmp_path / "a")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    second = ensure_store(tmp_path / "b")
+    assert second == embedded_uri(tmp_path / "b") != first
+    assert (tmp_path / "b" / "mlflow.db").is_file()

@@ -105,8 +105,15 @@ def ensure_store(root: Path) -> str:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not _schema_ready(db):  # another process may have finished meanwhile
                 _create_schema(uri, artifact_root(root, uri))
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI for subprocesses; put the
+    # user's own value back, or a later project in this process would inherit this store.
+    before = os.environ.get(TRACKING_ENV)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if before is None:
+        os.environ.pop(TRACKING_ENV, None)
+    else:
+        os.environ[TRACKING_ENV] = before
     return uri
 
 
