@@ -150,14 +150,14 @@ def explain(
     with --boxes, hit or miss; writes the overlay."""
 
     def go() -> None:
-        from xiqa.data.images import read_image
+        from xiqa.data.images import read_scan
         from xiqa.paths import project_root
         from xiqa.report.audit import audit_figure, audit_scan, load_registered, parse_boxes
         from xiqa.report.figures import save_figure
         from xiqa.tracking.store import ensure_store
 
         gt = parse_boxes(boxes)
-        gray = read_image(image)
+        gray = read_scan(image)
         ensure_store(project_root())
         net, arch, size, mv = load_registered(model, device)
         result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tolerance,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from xiqa.data import lvot
-from xiqa.data.images import write_png
+from xiqa.data.images import write_dicom, write_png
 from xiqa.errors import XiqaError
 
 
@@ -43,26 +43,6 @@ def test_mask_to_box_refuses_a_3d_array():
 
 
 # --------------------------------------------------------------------------- import
-def _write_dicom(path: Path, arr: np.ndarray) -> None:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.PixelData = arr.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     """Two patients, four slices in PNG, NPY and DICOM; two positives with masks."""
@@ -72,7 +52,7 @@ def source(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     write_png(folder / "img" / "a0.png", rng.integers(0, 200, (20, 24)))
     np.save(folder / "img" / "a1.npy", rng.normal(size=(20, 24)).astype(np.float32))
-    _write_dicom(folder / "img" / "b0.dcm", rng.integers(0, 4000, (20, 24)))
+    write_dicom(folder / "img" / "b0.dcm", rng.integers(0, 4000, (20, 24)))
     write_png(folder / "img" / "b1.png", rng.integers(0, 200, (20, 24)))
     mask = np.zeros((20, 24), dtype=np.uint8)
     mask[5:9, 10:16] = 255

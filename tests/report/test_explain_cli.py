@@ -12,29 +12,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from xiqa.cli import app
+from xiqa.data.images import write_dicom
 
 SIZE = 48
 REF = "xiqa-lvot-resnet34@fr-s1"
-
-
-def _write_dicom(path: Path, arr: np.ndarray) -> None:
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.PixelData = arr.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +38,7 @@ def project(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     scan = (rng.random((96, 80)) * 1000).astype(np.uint16)
     scan[30:50, 20:40] += 3000  # a bright object
-    _write_dicom(root / "scan.dcm", scan)
+    write_dicom(root / "scan.dcm", scan)
     Image.fromarray((scan / scan.max() * 255).astype(np.uint8)).save(root / "scan.png")
     return root
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from xiqa.data.dataset import batches, load_split
-from xiqa.data.images import read_image
+from xiqa.data.images import read_scan
 from xiqa.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, augment, normalise, preprocess,
                                   to_cached)
 from xiqa.errors import XiqaError
@@ -23,7 +23,7 @@ def test_load_split_gives_uint8_squares_labels_ids_and_original_sizes(tiny_root:
     assert split.images.dtype == torch.uint8 and split.images.shape == (4, 1, 32, 32)
     assert list(split.ids) == [r["image_id"] for r in rows]
     assert split.labels.tolist() == [int(r["label"]) for r in rows]
-    first = read_image(tiny_root / "data/raw/objectcxr" / rows[0]["image_id"])
+    first = read_scan(tiny_root / "data/raw/objectcxr" / rows[0]["image_id"])
     assert tuple(split.sizes[0].tolist()) == (first.shape[1], first.shape[0])
     assert torch.equal(split.images[0], to_cached(first, 32))
 
@@ -34,7 +34,7 @@ def test_load_split_is_cached_per_process(tiny_root: Path) -> None:
 
 def test_preprocess_of_one_scan_equals_the_split_input_bit_for_bit(tiny_root: Path) -> None:
     split = load_split(tiny_root, "objectcxr", "test", 40)
-    gray = read_image(tiny_root / "data/raw/objectcxr" / split.ids[2])
+    gray = read_scan(tiny_root / "data/raw/objectcxr" / split.ids[2])
     assert torch.equal(preprocess(gray, 40), split.inputs([2])[0])
 
 
@@ -83,8 +83,9 @@ def test_a_missing_prepared_folder_says_to_run_prepare(tmp_path: Path) -> None:
         load_split(tmp_path, "lvot", "test", 32)
 
 
-def test_preprocess_accepts_any_intensity_range() -> None:
-    gray = np.linspace(-1000, 3000, 50 * 60, dtype=np.float32).reshape(50, 60)  # e.g. CT units
-    x = preprocess(gray, 32)
-    assert x.shape == (3, 32, 32)
-    assert float(x[0].min()) == pytest.approx(-IMAGENET_MEAN[0] / IMAGENET_STD[0], abs=0.05)
+def test_to_cached_clips_to_the_unit_range_and_never_rescales_per_image() -> None:
+    gray = np.full((50, 60), 0.4, dtype=np.float32)
+    gray[:5] = 1.7  # out of range: clipped, and the rest stays at 0.4 (no min-max)
+    cached = to_cached(gray, 32)
+    assert cached.dtype == torch.uint8 and cached.shape == (1, 32, 32)
+    assert int(cached.max()) == 255 and int(cached[0, -1, -1]) == round(0.4 * 255)

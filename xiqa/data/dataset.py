@@ -1,7 +1,7 @@
 """A prepared split as tensors: what training, randomisation and evaluation feed the networks.
 
 :func:`load_split` reads ``data/prepared/<dataset>/{splits,images}.csv``, decodes every image of
-one split once (:func:`xiqa.data.images.read_image`), resizes it to ``image_size`` and keeps it
+one split once (:func:`xiqa.data.images.read_scan`), resizes it to ``image_size`` and keeps it
 as uint8 (:func:`xiqa.data.transforms.to_cached`). The result is cached per process, so several
 models evaluated in one process decode each scan once. :meth:`Split.inputs` gives the
 normalised float32 network input; :func:`batches` iterates a split in (optionally augmented,
@@ -28,7 +28,7 @@ SPLITS = ("train", "val", "test")
 class Split:
     """One split of a prepared dataset, decoded and resized.
 
-    - ``images``: uint8 ``[N, 1, S, S]`` (S = ``image_size``), min-max scaled grayscale
+    - ``images``: uint8 ``[N, 1, S, S]`` (S = ``image_size``), grayscale through a fixed window
     - ``labels``: int64 ``[N]`` (1 = the quality problem is present)
     - ``ids``: the ``image_id`` of each row (path relative to ``data/raw/<dataset>/``)
     - ``sizes``: int64 ``[N, 2]``, the original ``(width, height)`` in pixels, to scale boxes
@@ -87,7 +87,7 @@ def load_split(root: Path, dataset: str, split: str, image_size: int) -> Split:
 @lru_cache(maxsize=16)
 def _load_split(prepared: Path, raw: Path, dataset: str, split: str, image_size: int,
                 stamp: tuple[int, int]) -> Split:
-    from xiqa.data.images import read_image
+    from xiqa.data.images import read_scan
     from xiqa.data.transforms import to_cached
 
     splits_csv, images_csv = prepared / "splits.csv", prepared / "images.csv"
@@ -103,7 +103,7 @@ def _load_split(prepared: Path, raw: Path, dataset: str, split: str, image_size:
         if row["label"] not in ("0", "1"):
             raise XiqaError(f"{splits_csv}: image_id {row['image_id']!r}: label must be 0 or 1, "
                             f"got {row['label']!r}")
-        images.append(to_cached(read_image(raw / meta["path"]), image_size))
+        images.append(to_cached(read_scan(raw / meta["path"]), image_size))
         labels.append(int(row["label"]))
         sizes.append((int(meta["width"]), int(meta["height"])))
     split_ = Split(dataset, split, image_size, torch.stack(images),

@@ -2,8 +2,8 @@
 
 The pipeline is split at a uint8 cache point so that each image is decoded and resized once:
 
-1. :func:`to_cached` — any 2-D scan (PNG/JPEG ``[0, 255]``, NPY/DICOM in its own units) is
-   min-max scaled to ``[0, 1]``, resized to ``image_size × image_size`` (bilinear, antialiased;
+1. :func:`to_cached` — a 2-D scan in ``[0, 1]`` (:func:`xiqa.data.images.read_scan`, a fixed
+   window per file, never per-image min-max) is resized to ``image_size × image_size`` (bilinear, antialiased;
    the aspect ratio is not kept, so boxes scale by ``image_size / width`` and
    ``image_size / height``), and quantised to uint8 ``[1, S, S]``.
 2. :func:`augment` (training only) — colour jitter, affine and horizontal flip on those uint8
@@ -32,13 +32,12 @@ FLIP_P = 0.5
 
 
 def to_cached(gray: np.ndarray, image_size: int) -> torch.Tensor:
-    """Min-max scale, resize and quantise one 2-D scan: uint8 ``[1, S, S]``."""
-    from xiqa.data.images import to_unit_range
-
-    arr = np.asarray(gray)
+    """Resize and quantise one 2-D scan in ``[0, 1]`` (values outside are clipped): uint8
+    ``[1, S, S]``."""
+    arr = np.asarray(gray, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale array, got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(to_unit_range(arr)))[None, None]
+    x = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
                           align_corners=False, antialias=True)

@@ -1,6 +1,6 @@
 """``xiqa explain``: one scan through one registered model, for an audit.
 
-Reads the scan (PNG/JPEG/NPY/DICOM, :func:`xiqa.data.images.read_image`), preprocesses it exactly
+Reads the scan (PNG/JPEG/NPY/DICOM, :func:`xiqa.data.images.read_scan`), preprocesses it exactly
 as evaluation does (:func:`xiqa.data.transforms.to_cached` + ``normalise``), predicts, explains
 the predicted class with the requested methods, smooths the maps (as the study's comparisons do;
 optional) and, given boxes in the scan's own pixels, plays the Pointing Game. The overlay is the
