@@ -54,8 +54,9 @@ def test_objectcxr_phantoms_are_balanced_and_positives_have_boxes_inside_the_ima
     assert {a.split()[0] for a in positives["annotation"] for a in a.split(";")} == {"0", "1", "2"}
 
 
-def test_objectcxr_phantom_boxes_cover_the_bright_metal(cxr):
+def test_objectcxr_phantom_boxes_cover_the_bright_metal_and_every_image_has_a_marker(cxr):
     folder, df = cxr
+    markers = []
     inside, outside_bright, lung = [], 0, []
     for row in df.itertuples():
         img = read_image(folder / row.image_id)
@@ -63,10 +64,13 @@ def test_objectcxr_phantom_boxes_cover_the_bright_metal(cxr):
         for x0, y0, x1, y1 in row.boxes:
             covered[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
             inside.append(img[covered].mean())
-        outside_bright += int(((img > 225) & ~covered).sum())
         h, w = img.shape
+        bright = (img > 225) & ~covered
+        markers.append(bright[: h // 5].sum() > 0)  # the laterality marker: top fifth, every image
+        outside_bright += int(bright[h // 5:].sum())
         lung.append(np.median(img[h // 3: h // 2, w // 5: w // 3]))  # left lung field
-    assert outside_bright == 0  # nothing metal-bright outside the boxes, in any image
+    assert outside_bright == 0  # below the marker, nothing metal-bright outside the boxes
+    assert all(markers)  # a conspicuous non-label structure in every image, positive or not
     assert np.mean(inside) > 190 and np.median(lung) < 90
 
 
@@ -113,3 +117,4 @@ def test_lvot_positive_differs_from_its_negative_twin_only_on_the_mask():
         assert none is None and mask.any()
         assert np.array_equal(pos[~mask], neg[~mask])
         assert pos[mask].min() >= round(phantoms.LVOT_MIN * 255) > neg.max()
+        assert neg.max() >= 0.78 * 255  # the fat rim: nearly as bright as the tract, in every slice

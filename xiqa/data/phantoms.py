@@ -10,12 +10,18 @@ Design, so that a classifier must look inside the box to learn the label:
   drawn identically whatever the label, so backgrounds carry no information about the label.
   Labels are a seeded balanced permutation; the objects come from a third stream.
 - The labelled structure is small (Object-CXR: 5-10 % of the shorter side per object; LVOT:
-  8-15 % of the side) and is the brightest thing in the image (metal at 235-255 over a chest
-  clipped to <= 200; an outflow tract at 0.93-1.0 over blood pools at <= 0.68), so it is
-  learnable from scratch at 128 px.
-- Object-CXR objects lie anywhere inside the lung fields; the LVOT lies near the heart's crux
-  with a jitter of about +-15 % of the side, so a fixed central saliency peak does not hit it
-  by chance.
+  8-15 % of the side) and bright (metal at 235-255 over a chest clipped to <= 200; an outflow
+  tract at 0.93-1.0 over blood pools at <= 0.68), so it is learnable from scratch at low
+  resolution.
+- Every image also holds an equally conspicuous structure that is *not* the label, as real
+  scans do: a metal-bright lead laterality marker in a top corner of each chest, a bright
+  subcutaneous fat rim (0.8-0.9) around each MR body. An untrained network's saliency, which
+  follows intensity and edges, is drawn to these as much as to the labelled structure; only a
+  trained network has a reason to prefer the box.
+- Object-CXR objects lie anywhere inside the lung fields; the heart (and with it the LVOT) is
+  placed per patient anywhere within about +-12 % of the side from the centre, and the tract
+  jitters by about +-15 % around the crux, so a fixed central saliency peak does not hit it by
+  chance.
 
 Determinism: numpy ``Generator`` streams, fixed JPEG settings (quality 95, no subsampling, no
 EXIF) and PNGs without timestamps, so a seed gives the same bytes on the same library versions.
@@ -40,6 +46,7 @@ _LABELS, _CHEST, _OBJECTS, _PATIENT, _SLICE = 1, 2, 3, 4, 5
 METAL_MIN = 235.0  # Object-CXR objects: at least this bright (8-bit)
 CHEST_MAX = 200.0  # Object-CXR background: never brighter than this
 LVOT_MIN, BLOOD_MAX = 0.93, 0.68  # LVOT phantoms, in [0, 1] before 8-bit quantisation
+FAT_MAX = 0.92  # LVOT phantoms: nothing but the tract is brighter
 
 
 def _rng(seed: int, stream: int, *index: int) -> np.random.Generator:
@@ -94,7 +101,20 @@ def chest(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray
     side = min(height, width)
     img = img + gaussian_filter(rng.standard_normal(img.shape).astype(np.float32), 0.03 * side) * 60
     img = img + rng.normal(0, 3, img.shape)
-    return np.clip(img, 0, CHEST_MAX), lungs
+    img = np.clip(img, 0, CHEST_MAX)
+    # a lead laterality marker ("L"-shaped, metal-bright) in a top corner outside the body, in
+    # every image: as bright as the foreign objects, so "the brightest spot" is not the label
+    # and an untrained network's intensity-driven saliency is drawn away from the objects
+    side = min(height, width)
+    arm, bar = rng.uniform(0.07, 0.1) * side, rng.uniform(0.02, 0.03) * side
+    mx = rng.uniform(0.03, 0.08) * width
+    if rng.random() < 0.5:
+        mx = width - mx - arm
+    my = rng.uniform(0.03, 0.08) * height
+    marker = (((x >= mx) & (x < mx + bar)) | ((y >= my + arm - bar) & (y < my + arm))) \
+        & (x >= mx) & (x < mx + arm) & (y >= my) & (y < my + arm)
+    img = np.where(marker, rng.uniform(METAL_MIN + 5, 252), img)
+    return img, lungs
 
 
 def _inside_lung(u: float, v: float, lungs: list[tuple], margin: float) -> bool:
@@ -208,13 +228,13 @@ _CHAMBERS = {"lv": (0.27, 0.13, 0.25, 0.11), "rv": (0.24, -0.14, 0.22, 0.1),
 def _patient_anatomy(seed: int, patient: int) -> dict:
     rng = _rng(seed, _PATIENT, patient)
     return {
-        "centre": rng.uniform(-0.06, 0.06, 2), "angle": rng.uniform(-0.9, -0.5),
+        "centre": rng.uniform(-0.25, 0.25, 2), "angle": rng.uniform(-0.9, -0.5),
         "scale": rng.uniform(0.9, 1.1),
         "chambers": {k: np.array(c) * np.r_[1, 1, rng.uniform(0.85, 1.15, 2)]
                      for k, c in _CHAMBERS.items()},
         "blood": rng.uniform(0.55, BLOOD_MAX), "myo": rng.uniform(0.22, 0.32),
         "tissue": rng.uniform(0.3, 0.4), "lung": rng.uniform(0.04, 0.1),
-        "body": rng.uniform(0.85, 0.95, 2),
+        "body": rng.uniform(0.85, 0.95, 2), "fat": rng.uniform(0.8, 0.9),
     }
 
 
@@ -231,8 +251,11 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
     du, dv = u - shift[0], v - shift[1]
     a = (du * np.cos(angle) + dv * np.sin(angle)) / scale
     b = (-du * np.sin(angle) + dv * np.cos(angle)) / scale
-    body = _soft(_ellipse_d(u, v, 0, 0.05, *anat["body"]), 0.03)
+    d_body = _ellipse_d(u, v, 0, 0.05, *anat["body"])
+    body = _soft(d_body, 0.03)
     img = 0.02 + (anat["tissue"] - 0.02) * body
+    fat = _soft(np.abs(d_body - 0.955) / 0.035, 0.3)  # bright subcutaneous fat under the skin
+    img = img + (anat["fat"] - img) * fat
     lungs = np.maximum(_soft(_ellipse_d(u, v, -0.5, -0.15, 0.32, 0.45), 0.08),
                        _soft(_ellipse_d(u, v, 0.5, -0.15, 0.32, 0.45), 0.08))
     img = img + (anat["lung"] - img) * lungs * body
@@ -261,7 +284,7 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
         t = np.clip((px * ex + py * ey) / max(ex * ex + ey * ey, 1e-9), -1, 1)
         mask = (px - t * ex) ** 2 + (py - t * ey) ** 2 <= (width / 2) ** 2
         img = np.where(mask, orng.uniform(LVOT_MIN + 0.03, 1.0), img)
-    img = img + noise
+    img = np.minimum(img + noise, FAT_MAX)  # noise never lifts the fat or blood to the tract
     if mask is not None:  # keep the tract the brightest structure despite the noise
         img = np.where(mask, np.maximum(img, LVOT_MIN), img)
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8), mask
