@@ -144,3 +144,18 @@ def test_build_pretrained_loads_weights_from_the_environment(imagenet_file: Path
     monkeypatch.setenv(WEIGHTS_ENV, str(imagenet_file.parent))
     model = build(ARCH, pretrained=True)
     assert torch.equal(model.conv1.weight, torch.load(imagenet_file, weights_only=True)["conv1.weight"])
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/opt/th"}, {"XDG_CACHE_HOME": "/var/cache/x"}])
+def test_hub_dir_without_torch_matches_torch_hub_get_dir(env: dict[str, str]) -> None:
+    """The sr skip path finds torchvision's cache without importing torch, by torch's rules."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from xiqa.models.weights import hub_dir; a = hub_dir(); "
+            "assert 'torch' not in sys.modules; import torch; print(a == __import__('pathlib').Path(torch.hub.get_dir()))")
+    clean = {k: v for k, v in os.environ.items() if k not in ("TORCH_HOME", "XDG_CACHE_HOME")}
+    out = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "True"

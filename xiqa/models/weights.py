@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from xiqa.errors import XiqaError
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHTS_ENV = "XIQA_IMAGENET_WEIGHTS"
 
@@ -38,6 +40,21 @@ class WeightsUnavailable(XiqaError):
     """No ImageNet weights for an architecture anywhere xiqa looks (not a broken file)."""
 
 
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()`` by torch's own rules ($TORCH_HOME/hub, else
+    $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub) without importing torch: the ``sr``
+    stages that find no weights then skip in about a second instead of three. A test checks
+    it against torch; an explicit ``torch.hub.set_dir`` in this process is honoured when
+    torch is already imported."""
+    import sys
+
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir())
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
 def _candidates(arch: str) -> tuple[str, ...]:
     return (*IMAGENET_FILES.get(arch, ()), f"{arch}.pth", f"{arch}.pt")
 
@@ -53,7 +70,7 @@ def how_to_supply(arch: str) -> str:
     """The one sentence telling a user how to make ImageNet weights for ``arch`` available."""
     name = IMAGENET_FILES.get(arch, (f"{arch}.pth",))[0]
     return (f"no ImageNet weights for {arch} are available offline: put {name} in "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'}, point ${WEIGHTS_ENV} or "
+            f"{hub_dir() / 'checkpoints'}, point ${WEIGHTS_ENV} or "
             f"randomise.imagenet_weights in params.yaml at that file or its folder, "
             f"or set pretrained: false")
 
@@ -74,7 +91,7 @@ def resolve_imagenet_weights(arch: str, path: str | Path | None = None) -> Path:
                 return found
             continue  # a folder for other architectures: keep looking
         raise XiqaError(f"{given}: ImageNet weights path given by {where} does not exist")
-    found = _in_folder(Path(torch.hub.get_dir()) / "checkpoints", arch)
+    found = _in_folder(hub_dir() / "checkpoints", arch)
     if found is None:
         raise WeightsUnavailable(how_to_supply(arch))
     return found
@@ -83,6 +100,8 @@ def resolve_imagenet_weights(arch: str, path: str | Path | None = None) -> Path:
 def imagenet_state_dict(arch: str, path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The ImageNet state dict of ``arch`` (1000-way head included), checked against the
     architecture's parameter names and shapes; see the module docstring for where it looks."""
+    import torch
+
     from xiqa.models.zoo import _constructor, spec
 
     spec(arch)

@@ -79,26 +79,27 @@ def randomise_model(root: Path, params: Params, dataset: str, arch: str, conditi
     """Build ``arch`` in condition ``sr`` or ``fr`` for ``seed``, measure it on the val and
     test splits, register it as ``<condition>-s<seed>``; returns the pointer. ``sr`` without
     ImageNet weights writes a ``skipped`` pointer with the reason and logs nothing."""
-    import mlflow
-    import torch
-
-    from xiqa.models import build
-    from xiqa.models.init import initialise
     from xiqa.models.weights import WeightsUnavailable, resolve_imagenet_weights
-    from xiqa.tracking.registry import log_data_input, register
-    from xiqa.tracking.store import tracked_run
-    from xiqa.training.loop import resolve_device, score
 
     if condition not in ("sr", "fr"):
         raise ValueError(f"condition must be sr or fr, got {condition!r}")
     about = _about(dataset, arch, condition, seed)
     weights = params.randomise.imagenet_weights
-    if condition == "sr":
+    if condition == "sr":  # decided before torch and MLflow are imported: a skip costs ~1 s
         try:
             resolve_imagenet_weights(arch, weights)
         except WeightsUnavailable as err:
             return _write_pointer(root, dataset, arch, condition, seed,
                                   {"status": "skipped", "reason": str(err), **about})
+
+    import mlflow
+    import torch
+
+    from xiqa.models import build
+    from xiqa.models.init import initialise
+    from xiqa.tracking.registry import log_data_input, register
+    from xiqa.tracking.store import tracked_run
+    from xiqa.training.loop import resolve_device, score
     recipe = params.train.recipe(dataset)
     device = device or params.device
     dev = resolve_device(device)
