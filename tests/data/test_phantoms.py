@@ -33,11 +33,23 @@ def test_lvot_phantoms_are_byte_for_byte_deterministic(tmp_path):
     assert folder_hash(tmp_path / "a") != folder_hash(tmp_path / "c")
 
 
+def _written(tmp_path_factory, write, read, **kwargs) -> tuple[Path, object]:
+    """Write phantoms with ``write(folder, **kwargs)`` and read them back with the import code."""
+    folder = tmp_path_factory.mktemp(write.__name__)
+    write(folder, seed=0, **kwargs)
+    return folder, read(folder)
+
+
 @pytest.fixture(scope="module")
 def cxr(tmp_path_factory) -> tuple[Path, object]:
-    folder = tmp_path_factory.mktemp("cxr")
-    phantoms.write_objectcxr(folder, n_images=40, min_size=128, max_size=160, seed=0)
-    return folder, objectcxr.read_dataset(folder)
+    return _written(tmp_path_factory, phantoms.write_objectcxr, objectcxr.read_dataset,
+                    n_images=40, min_size=128, max_size=160)
+
+
+@pytest.fixture(scope="module")
+def heart(tmp_path_factory) -> tuple[Path, object]:
+    return _written(tmp_path_factory, phantoms.write_lvot, lvot.read_dataset,
+                    n_patients=6, slices_per_patient=6, size=96)
 
 
 def test_objectcxr_phantoms_are_balanced_and_positives_have_boxes_inside_the_image(cxr):
@@ -54,9 +66,8 @@ def test_objectcxr_phantoms_are_balanced_and_positives_have_boxes_inside_the_ima
     assert {a.split()[0] for a in positives["annotation"] for a in a.split(";")} == {"0", "1", "2"}
 
 
-def test_objectcxr_phantom_boxes_cover_the_bright_metal_and_every_image_has_a_marker(cxr):
+def test_objectcxr_phantom_boxes_cover_the_bright_metal(cxr):
     folder, df = cxr
-    markers = []
     inside, outside_bright, lung = [], 0, []
     for row in df.itertuples():
         img = read_image(folder / row.image_id)
@@ -64,13 +75,10 @@ def test_objectcxr_phantom_boxes_cover_the_bright_metal_and_every_image_has_a_ma
         for x0, y0, x1, y1 in row.boxes:
             covered[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
             inside.append(img[covered].mean())
+        outside_bright += int(((img > 225) & ~covered).sum())
         h, w = img.shape
-        bright = (img > 225) & ~covered
-        markers.append(bright[: h // 5].sum() > 0)  # the laterality marker: top fifth, every image
-        outside_bright += int(bright[h // 5:].sum())
         lung.append(np.median(img[h // 3: h // 2, w // 5: w // 3]))  # left lung field
-    assert outside_bright == 0  # below the marker, nothing metal-bright outside the boxes
-    assert all(markers)  # a conspicuous non-label structure in every image, positive or not
+    assert outside_bright == 0  # nothing metal-bright outside the boxes, in any image
     assert np.mean(inside) > 190 and np.median(lung) < 90
 
 
@@ -84,13 +92,6 @@ def test_objectcxr_positive_differs_from_its_negative_twin_only_inside_the_boxes
             covered[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
         assert np.array_equal(pos[~covered], neg[~covered])
         assert (pos[covered] >= phantoms.METAL_MIN).mean() > 0.4
-
-
-@pytest.fixture(scope="module")
-def heart(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lvot")
-    phantoms.write_lvot(folder, n_patients=6, slices_per_patient=6, size=96, seed=0)
-    return folder, lvot.read_dataset(folder)
 
 
 def test_lvot_phantoms_group_mixed_labels_by_patient_with_masks_for_positives(heart):

@@ -52,17 +52,14 @@ def dvc_dir_md5(folder: Path) -> str:
         raise XiqaError(f"{folder}: prepared data not found (run `dvc repro prepare` first)")
     entries = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        entries.append({"md5": _file_md5(path), "relpath": path.relative_to(folder).as_posix()})
+        entries.append({"md5": _file_digest(path), "relpath": path.relative_to(folder).as_posix()})
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
+def _file_digest(path: Path, algorithm: str = "md5") -> str:
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def data_md5(root: Path, dataset: str) -> str:
@@ -253,17 +250,9 @@ def pull(client: "MlflowClient", ref: str, out: Path) -> tuple[Path, Path]:
         "dataset": tags.get("dataset"), "arch": tags.get("arch"),
         "data_md5": tags.get("data_md5"), "git_commit": tags.get("git_commit"),
         "tags": tags, "params": dict(run.data.params), "metrics": dict(run.data.metrics),
-        "weights": {"file": weights.name, "sha256": _sha256(weights),
+        "weights": {"file": weights.name, "sha256": _file_digest(weights, "sha256"),
                     "load": "xiqa.models.build(arch).load_state_dict("
                             "torch.load(file, weights_only=True))"},
     }
     write_json(out / "model_card.json", card)
     return weights, out / "model_card.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
