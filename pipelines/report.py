@@ -68,6 +68,9 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     methods: list[str] | None = None
     for cell in grid.models:
         for cond in S.CONDITIONS:
+            if cond != "trained" and cond not in grid.randomised:
+                skipped[(cell.dataset, cell.arch, cond)] = "not in params.yaml grid.randomised"
+                continue
             for seed in grid.seeds:
                 key = (cell.dataset, cell.arch, cond)
                 pointer_path = paths.eval_pointer(root, cell.dataset, cell.arch, cond, seed)

@@ -2,7 +2,7 @@
 
     python -m pipelines.train --dataset objectcxr --arch resnet34 --seed 1 [--device cuda]
 
-Writes ``models/<dataset>-<arch>/trained-s<seed>.json`` (run id, model URI, version).
+Writes ``models/<dataset>-<arch>/trained/s<seed>.json`` (run id, model URI, version).
 """
 
 from __future__ import annotations

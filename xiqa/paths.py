@@ -7,7 +7,7 @@ One place for the layout so that stages, the library and the CLI agree:
 - ``data/prepared/<dataset>/``       the `prepare` stage: ``splits.csv``, ``boxes.csv``,
                                      ``images.csv`` (``image_id, path, width, height``; ``path``
                                      relative to the raw folder)
-- ``models/<dataset>-<arch>/<condition>-s<seed>.json``   pointers written by `train` /
+- ``models/<dataset>-<arch>/<condition>/s<seed>.json``  pointers written by `train` /
                                      `randomise` (``run_id``, ``model_uri``, ``version`` or
                                      ``status: skipped`` with a ``reason``)
 - ``eval/<dataset>-<arch>/<condition>-s<seed>.json``     pointers written by `evaluate`
@@ -56,7 +56,7 @@ def registered_model_name(dataset: str, arch: str) -> str:
 
 
 def model_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
-    return root / "models" / model_key(dataset, arch) / f"{condition}-s{seed}.json"
+    return root / "models" / model_key(dataset, arch) / condition / f"s{seed}.json"
 
 
 def eval_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:

@@ -118,4 +118,4 @@ def test_lvot_positive_differs_from_its_negative_twin_only_on_the_mask():
         assert none is None and mask.any()
         assert np.array_equal(pos[~mask], neg[~mask])
         assert pos[mask].min() >= round(phantoms.LVOT_MIN * 255) > neg.max()
-        assert neg.max() >= 0.78 * 255  # the fat rim: nearly as bright as the tract, in every slice
+        assert neg.max() >= 0.68 * 255  # the fat rim: bright, in every slice

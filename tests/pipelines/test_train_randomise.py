@@ -64,7 +64,7 @@ def _runs(root: Path) -> list:
 
 
 def _pointer(root: Path, cond: str, seed: int) -> dict:
-    return json.loads((root / "models" / f"objectcxr-{ARCH}" / f"{cond}-s{seed}.json").read_text())
+    return json.loads((root / "models" / f"objectcxr-{ARCH}" / cond / f"s{seed}.json").read_text())
 
 
 def _sigterm_mid_epoch(root: Path, seed: int) -> subprocess.Popen:
@@ -101,7 +101,7 @@ def test_train_and_randomise_stages_register_one_version_per_cell(
     client = _client(root)
 
     # 1. SIGTERM in the middle of an epoch: a KILLED run, nothing registered, no pointer
-    pointer = root / "models" / f"objectcxr-{ARCH}" / "trained-s1.json"
+    pointer = root / "models" / f"objectcxr-{ARCH}" / "trained" / "s1.json"
     proc = _sigterm_mid_epoch(root, seed=1)
     assert proc.returncode != 0
     assert [r.info.status for r in _runs(root)] == ["KILLED"]
