@@ -150,15 +150,23 @@ def explain(
     with --boxes, hit or miss; writes the overlay."""
 
     def go() -> None:
+        import math
+
         from xiqa.data.images import read_scan
         from xiqa.paths import project_root
         from xiqa.report.audit import audit_figure, audit_scan, load_registered, parse_boxes
         from xiqa.report.figures import save_figure
-        from xiqa.tracking.store import ensure_store
+        from xiqa.saliency import check_methods
+        from xiqa.tracking.store import open_client
 
+        # everything the user typed is checked before the (slow) model is loaded
         gt = parse_boxes(boxes)
+        if method:
+            check_methods(method)
+        if not (math.isfinite(tolerance) and tolerance > 0):
+            raise XiqaError(f"--tolerance: must be a positive number of input pixels, got {tolerance}")
         gray = read_scan(image)
-        ensure_store(project_root())
+        open_client(project_root())  # an existing store (a missing embedded one is an error, not created)
         net, arch, size, mv = load_registered(model, device)
         result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tolerance,
                                                  smooth=smooth)

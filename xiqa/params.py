@@ -21,7 +21,7 @@ CONDITIONS = ("trained", "sr", "fr")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no NaN or inf anywhere
 
 
 # --------------------------------------------------------------------------- data / prepare

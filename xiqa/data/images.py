@@ -76,6 +76,8 @@ def _decode(path: Path | str) -> tuple[np.ndarray, tuple[float, float] | None]:
         arr = arr[..., :3].mean(axis=-1)
     if arr.ndim != 2:
         raise XiqaError(f"{path}: expected a 2-D grayscale image, got shape {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise XiqaError(f"{path}: the image is empty ({arr.shape[1]}x{arr.shape[0]} pixels)")
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise XiqaError(f"{path}: expected real-valued pixels, got dtype {arr.dtype}")
     arr = arr.astype(np.float32, copy=False)
