@@ -1,0 +1,67 @@
+"""Several processes writing to one embedded sqlite store at once (issue 6, part 2): no run,
+metric, model version or alias is lost and version numbers stay unique."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+WRITER = r"""
+import sys
+from pathlib import Path
+
+import mlflow
+import torch
+
+from xiqa.tracking import registry, store
+
+root, worker, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+store.ensure_store(root)
+torch.manual_seed(worker)
+for i in range(n):
+    seed = 100 * worker + i
+    with store.tracked_run(root, "objectcxr", f"w{worker}-{i}", {"worker": worker}, {"seed": str(seed)}):
+        for step in range(5):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        mlflow.log_metrics({"val_auc": seed / 1000.0})
+        registry.register(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1),
+                                              torch.nn.Flatten()),
+                          dataset="objectcxr", arch="resnet34", condition="fr", seed=seed,
+                          image_size=8, data_md5="0" * 32, git_commit="test")
+"""
+
+
+def test_four_writers_lose_no_run_metric_version_or_alias(tmp_path: Path) -> None:
+    import mlflow
+
+    from xiqa.tracking import store
+
+    root = tmp_path / "project"
+    store.ensure_store(root)  # the one-time initialisation, as `dvc repro` does before stages
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    workers, per_worker = 4, 3
+    procs = [subprocess.Popen([sys.executable, str(script), str(root), str(w), str(per_worker)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+             for w in range(workers)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+
+    client = mlflow.MlflowClient(store.embedded_uri(root))
+    exp = client.get_experiment_by_name("xiqa-objectcxr")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert len(runs) == workers * per_worker
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        assert len(client.get_metric_history(r.info.run_id, "loss")) == 5
+        assert r.data.metrics["val_auc"] == int(r.data.tags["seed"]) / 1000.0
+    versions = client.search_model_versions("name = 'xiqa-objectcxr-resnet34'", max_results=1000)
+    numbers = sorted(int(v.version) for v in versions)
+    assert numbers == list(range(1, workers * per_worker + 1))  # unique, none skipped
+    aliases = client.get_registered_model("xiqa-objectcxr-resnet34").aliases
+    expected = {f"fr-s{100 * w + i}" for w in range(workers) for i in range(per_worker)}
+    assert set(aliases) == expected
+    for alias, version in aliases.items():  # each alias points at the version of its own seed
+        assert client.get_model_version("xiqa-objectcxr-resnet34", version).tags["seed"] == alias[4:]
