@@ -193,7 +193,22 @@ CLI_CASES = {
     "models pull: malformed reference": (["models", "pull", "bad", "--out", "pulled"],
                                          r"model reference 'bad' is not NAME@ALIAS|mlflow\.db: no MLflow store here"),
     "report: unknown format": (["report", "--format", "pdf", "--out", "r"], r"unknown report format\(s\) pdf"),
+    "models list: tracking server not running": (["models", "list"], r"MLFLOW_TRACKING_URI=http://127\.0\.0\.1:\d+: "
+                                                  r"tracking server not reachable \(.*refused"),
+    "report: tracking host unknown": (["report", "--out", "r"], r"MLFLOW_TRACKING_URI=http://no-such-host\.invalid:5000: "
+                                      r"tracking server not reachable"),
 }
+
+UNREACHABLE = {"models list: tracking server not running": "http://127.0.0.1:{port}",
+               "report: tracking host unknown": "http://no-such-host.invalid:5000"}
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, never listening: a connection is refused at once
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
@@ -207,6 +222,8 @@ def test_a_bad_command_line_says_one_sentence_exits_2_and_creates_nothing(case, 
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     monkeypatch.setenv("XIQA_PROJECT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    if case in UNREACHABLE:  # answered in seconds, not after MLflow's minutes of retries
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", UNREACHABLE[case].format(port=_closed_port()))
     before = sorted(p.name for p in tmp_path.iterdir())
     args, message = CLI_CASES[case]
     res = CliRunner().invoke(app, args)

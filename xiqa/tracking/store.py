@@ -98,6 +98,8 @@ def ensure_store(root: Path) -> str:
 
     root = Path(root).resolve()
     uri = tracking_uri(root)
+    if uri.startswith(("http://", "https://")):
+        check_reachable(uri)
     db = sqlite_path(uri)
     if db is not None and not _schema_ready(db):
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +117,27 @@ def ensure_store(root: Path) -> str:
     else:
         os.environ[TRACKING_ENV] = before
     return uri
+
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when a tracking server cannot be reached: MLflow itself retries with backoff for
+    minutes before it gives up. Any HTTP answer (even 401 or 404) counts as reachable; only a
+    refused connection, an unknown host or a timeout is an error."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # the server answered
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise XiqaError(f"{TRACKING_ENV}={uri}: tracking server not reachable ({reason}); start it "
+                        f"or unset {TRACKING_ENV} to use the project's embedded store") from None
 
 
 def open_client(root: Path):
