@@ -120,24 +120,29 @@ def ensure_store(root: Path) -> str:
 
 
 PROBE_TIMEOUT_S = 5.0
+_REACHABLE: set[str] = set()  # servers that answered in this process (ensure_store runs per run)
 
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast when a tracking server cannot be reached: MLflow itself retries with backoff for
     minutes before it gives up. Any HTTP answer (even 401 or 404) counts as reachable; only a
-    refused connection, an unknown host or a timeout is an error."""
+    refused connection, an unknown host or a timeout is an error. A server that answered once
+    is not probed again in this process."""
     import urllib.error
     import urllib.request
 
+    if uri in _REACHABLE:
+        return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
             pass
     except urllib.error.HTTPError:
-        return  # the server answered
+        pass  # the server answered
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise XiqaError(f"{TRACKING_ENV}={uri}: tracking server not reachable ({reason}); start it "
                         f"or unset {TRACKING_ENV} to use the project's embedded store") from None
+    _REACHABLE.add(uri)
 
 
 def open_client(root: Path):
