@@ -101,8 +101,7 @@ def chest(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray
     side = min(height, width)
     img = img + gaussian_filter(rng.standard_normal(img.shape).astype(np.float32), 0.03 * side) * 60
     img = img + rng.normal(0, 3, img.shape)
-    img = np.clip(img, 0, CHEST_MAX)
-    return img, lungs
+    return np.clip(img, 0, CHEST_MAX), lungs
 
 
 def _inside_lung(u: float, v: float, lungs: list[tuple], margin: float) -> bool:
