@@ -32,15 +32,20 @@ def pristine(tmp_path_factory) -> dict[str, Path]:
     return {"cxr": root / "cxr", "lvot": root / "lvot"}
 
 
-def _csv(path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
-    edit(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
+def _csv(name: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], None]:
+    """A breaker that rewrites the source's CSV ``name`` through ``edit``."""
+    def breaker(source: Path) -> None:
+        path = source / name
+        edit(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
+    return breaker
 
 
-def _cell(column: str, value: str, row: int = 0):
+def _set(name: str, column: str, value: str) -> Callable[[Path], None]:
+    """A breaker that sets ``column`` of the first row of CSV ``name`` to ``value``."""
     def edit(df: pd.DataFrame) -> pd.DataFrame:
-        df.loc[row, column] = value
+        df.loc[0, column] = value
         return df
-    return edit
+    return _csv(name, edit)
 
 
 def _first_positive(df: pd.DataFrame) -> int:
@@ -70,27 +75,27 @@ CXR_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
                        r"train/00000\.jpg: cannot decode image"),
     "not an image": (lambda d: (d / "train/00000.jpg").write_bytes(b"GIF89a? no"), r"00000\.jpg: cannot decode image"),
     "empty file": (lambda d: (d / "train/00000.jpg").write_bytes(b""), r"00000\.jpg: cannot decode image"),
-    "odd coordinates": (lambda d: _csv(d / "train.csv", _cell("annotation", "0 1 2 3")),
+    "odd coordinates": (_set("train.csv", "annotation", "0 1 2 3"),
                         r"train\.csv row 1 .*malformed object '0 1 2 3' \(an odd number"),
-    "unknown shape type": (lambda d: _csv(d / "train.csv", _cell("annotation", "5 1 2 3 4")),
+    "unknown shape type": (_set("train.csv", "annotation", "5 1 2 3 4"),
                            r"row 1 .*malformed object '5 1 2 3 4' \(the shape type"),
-    "letters as coordinates": (lambda d: _csv(d / "train.csv", _cell("annotation", "0 a b c d")),
+    "letters as coordinates": (_set("train.csv", "annotation", "0 a b c d"),
                                r"row 1 .*'0 a b c d' \(coordinates must be numbers\)"),
-    "NaN coordinate": (lambda d: _csv(d / "train.csv", _cell("annotation", "1 nan 2 3 4")),
+    "NaN coordinate": (_set("train.csv", "annotation", "1 nan 2 3 4"),
                        r"row 1 .*\(coordinates must be finite\)"),
-    "infinite coordinate": (lambda d: _csv(d / "train.csv", _cell("annotation", "0 1 2 inf 4")),
+    "infinite coordinate": (_set("train.csv", "annotation", "0 1 2 inf 4"),
                             r"row 1 .*\(coordinates must be finite\)"),
-    "rectangle with three points": (lambda d: _csv(d / "train.csv", _cell("annotation", "0 1 2 3 4 5 6")),
+    "rectangle with three points": (_set("train.csv", "annotation", "0 1 2 3 4 5 6"),
                                     r"needs exactly two corner points, got 3"),
-    "polygon with one point": (lambda d: _csv(d / "train.csv", _cell("annotation", "2 1 2")),
+    "polygon with one point": (_set("train.csv", "annotation", "2 1 2"),
                                r"a polygon needs at least two points, got 1"),
-    "box entirely outside the image": (lambda d: _csv(d / "train.csv", _cell("annotation", "0 900 900 950 950")),
+    "box entirely outside the image": (_set("train.csv", "annotation", "0 900 900 950 950"),
                                        r"row 1 .*object box .* lies outside the \d+x\d+ image"),
-    "duplicate image name": (lambda d: _csv(d / "train.csv", lambda df: pd.concat([df, df.iloc[:1]])),
+    "duplicate image name": (_csv("train.csv", lambda df: pd.concat([df, df.iloc[:1]])),
                              r"already listed in row 1"),
-    "../ in a name": (lambda d: _csv(d / "train.csv", _cell("image_name", "../x.jpg")),
+    "../ in a name": (_set("train.csv", "image_name", "../x.jpg"),
                       r"row 1 \('\.\./x\.jpg'\): file name '\.\./x\.jpg' escapes the folder"),
-    "absolute name": (lambda d: _csv(d / "train.csv", _cell("image_name", "/etc/passwd")),
+    "absolute name": (_set("train.csv", "image_name", "/etc/passwd"),
                       r"'/etc/passwd' escapes the folder"),
     "row without image": (lambda d: (d / "train/00000.jpg").unlink(), r"row 1 .*image file train/00000\.jpg not found"),
     "image without row": (lambda d: Image.new("L", (64, 64)).save(d / "train/stray.png"),
@@ -107,11 +112,11 @@ LVOT_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
                                r"mask 'masks/bad\.png' is 12x10 but image .* is 48x48"),
     "mask that is not binary": (lambda d: _lvot_mask(d, np.arange(48 * 48).reshape(48, 48).astype(np.uint8), True),
                                 r"mask 'masks/bad\.png' is not binary"),
-    "label 7": (lambda d: _csv(d / "manifest.csv", _cell("label", "7")), r"manifest\.csv row 1: label must be 0 or 1, got '7'"),
-    "empty patient id": (lambda d: _csv(d / "manifest.csv", _cell("patient_id", " ")), r"row 1: empty patient_id"),
-    "../ in an image path": (lambda d: _csv(d / "manifest.csv", _cell("image", "../../etc/passwd")),
+    "label 7": (_set("manifest.csv", "label", "7"), r"manifest\.csv row 1: label must be 0 or 1, got '7'"),
+    "empty patient id": (_set("manifest.csv", "patient_id", " "), r"row 1: empty patient_id"),
+    "../ in an image path": (_set("manifest.csv", "image", "../../etc/passwd"),
                              r"file name '\.\./\.\./etc/passwd' escapes the folder"),
-    "absolute mask path": (lambda d: _csv(d / "manifest.csv", _cell("mask", "/etc/hostname")),
+    "absolute mask path": (_set("manifest.csv", "mask", "/etc/hostname"),
                            r"file name '/etc/hostname' escapes the folder"),
     "corrupt DICOM": (lambda d: _lvot_swap_image(d, lambda p: p.write_bytes(b"DICM" * 40), ".dcm"),
                       r"P000_s00\.dcm: cannot decode image \("),
@@ -120,9 +125,9 @@ LVOT_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "pickled NPY (would run code)": (lambda d: _lvot_swap_image(
         d, lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), ".npy"),
         r"P000_s00\.npy: cannot decode image \(ValueError: .*allow_pickle"),
-    "duplicate slice": (lambda d: _csv(d / "manifest.csv", lambda df: pd.concat([df, df.iloc[:1]])),
+    "duplicate slice": (_csv("manifest.csv", lambda df: pd.concat([df, df.iloc[:1]])),
                         r"already listed in row 1"),
-    "missing manifest column": (lambda d: _csv(d / "manifest.csv", lambda df: df.drop(columns=["label"])),
+    "missing manifest column": (_csv("manifest.csv", lambda df: df.drop(columns=["label"])),
                                 r"manifest\.csv: .*label"),
 }
 
