@@ -107,6 +107,7 @@ def score_split(
                         "Pointing Game has nothing to score")
     methods = list(methods or saliency.METHODS)
     model.eval()
+    device = next(model.parameters()).device  # explain on the model's device, score on the CPU
     sample_pos = {image_id: k for k, image_id in enumerate(sample_ids)}
     s = split.image_size
     sample_images = np.zeros((len(sample_ids), s, s), dtype=np.uint8)
@@ -118,19 +119,19 @@ def score_split(
     columns: dict[str, list] = {c: [] for c in S.PER_IMAGE_COLUMNS}
     for start in range(0, len(index), batch_size):
         rows = index[start:start + batch_size]
-        x = split.inputs(torch.tensor(rows))
+        x = split.inputs(torch.tensor(rows)).to(device)
         ids = [split.ids[i] for i in rows]
         labels = split.labels[rows]
         with torch.no_grad():
-            probs = torch.softmax(model(x).float(), dim=1)
+            probs = torch.softmax(model(x).float(), dim=1).cpu()
         predicted = probs.argmax(dim=1)
         tgt = predicted if target == "predicted" else labels
         sizes = split.sizes[rows]  # (width, height)
         in_boxes = [pg.scale_boxes(boxes[i], (int(w), int(h)), (s, s)) for i, (w, h) in zip(ids, sizes.tolist())]
-        raw = saliency.explain(model, x, methods, arch=arch, target=tgt, layers=layers)
+        raw = saliency.explain(model, x, methods, arch=arch, target=tgt.to(device), layers=layers)
         for smoothed in (False, True):
             for mi, m in enumerate(methods):
-                maps = raw[m].detach().float()
+                maps = raw[m].detach().float().cpu()
                 if smoothed:
                     maps = smooth(maps)
                 hit = pg.hits(maps, in_boxes, tolerance=tolerance)  # a constant map is a miss (SPEC 5)

@@ -85,12 +85,15 @@ def audit_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size: 
     methods = list(saliency.check_methods(methods))
     h, w = gray.shape
     cached = to_cached(gray, image_size)  # uint8 [1, S, S]
-    x = normalise(cached)[None]
     model.eval()
+    device = next(model.parameters()).device  # explain on the model's device, score on the CPU
+    x = normalise(cached)[None].to(device)
     with torch.no_grad():
-        probs = torch.softmax(model(x).float(), dim=1)[0]
+        probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
     predicted = int(probs.argmax())
-    maps = saliency.explain(model, x, methods, arch=arch, target=torch.tensor([predicted]), layers=layers)
+    maps = saliency.explain(model, x, methods, arch=arch, target=torch.tensor([predicted], device=device),
+                            layers=layers)
+    maps = {m: v.detach().float().cpu() for m, v in maps.items()}
     boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     in_boxes = pg.scale_boxes(torch.as_tensor(boxes), (w, h), (image_size, image_size)) if len(boxes) else \
         torch.zeros((0, 4), dtype=torch.long)
