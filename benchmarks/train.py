@@ -9,6 +9,10 @@ store through the same callback as the stage. Runs alternate (bare, stage, bare,
 that load from other processes hits both alike; the medians are reported.
 
     python benchmarks/train.py [--arch resnet34] [--size 64] [--images 96] [--batch 16] [--repeats 3]
+                               [--device cuda] [--no-mlflow]
+
+``--no-mlflow`` drops the MLflow logging from the stage loop (for a machine without MLflow, such
+as a bare GPU box); the output says so.
 
 Reports images/second of training steps (`stage/bare` ≥ 0.9 is the target: data loading,
 augmentation and logging cost little) and the whole `train()` call including validation.
@@ -39,8 +43,9 @@ def _split(n: int, size: int, seed: int):
 
 def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, epochs: int,
               lr: float) -> float:
-    """Seconds for ``epochs`` passes of plain SGD steps over in-memory float tensors."""
-    model.train()
+    """Seconds for ``epochs`` passes of plain SGD steps over in-memory float tensors (on the
+    tensors' device; CUDA work is synchronised before the clock stops)."""
+    model.to(x.device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
@@ -51,6 +56,8 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, ep
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -63,20 +70,26 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--no-mlflow", action="store_true", help="do not log the stage loop's epochs to MLflow")
     args = ap.parse_args()
-
-    import mlflow
+    from contextlib import nullcontext
 
     from xiqa.data.transforms import normalise
     from xiqa.models import build
     from xiqa.params import Recipe
-    from xiqa.tracking.store import tracked_run
-    from xiqa.training.loop import EpochLog, train
+    from xiqa.training.loop import EpochLog, resolve_device, train
+
+    dev = resolve_device(args.device)
+    if not args.no_mlflow:
+        import mlflow
+
+        from xiqa.tracking.store import tracked_run
 
     torch.manual_seed(0)
     init = build(args.arch)
     train_split, val_split = _split(args.images, args.size, 1), _split(args.val, args.size, 2)
-    x, y = normalise(train_split.images), train_split.labels
+    x, y = normalise(train_split.images).to(dev), train_split.labels.to(dev)
     recipe = Recipe(image_size=args.size, epochs=args.epochs, batch_size=args.batch, lr=0.01,
                     step_size=None, pretrained=False)
     # images per epoch: the stage drops a last batch of one (BatchNorm cannot train on it)
@@ -93,21 +106,26 @@ def main() -> None:
 
             def on_epoch(log: EpochLog) -> None:
                 logs.append(log)
-                mlflow.log_metrics(log.metrics(), step=log.epoch)
+                if not args.no_mlflow:
+                    mlflow.log_metrics(log.metrics(), step=log.epoch)
 
-            with tracked_run(root, "bench", "bench", recipe.model_dump(), {}):
+            run = nullcontext() if args.no_mlflow else tracked_run(root, "bench", "bench", recipe.model_dump(), {})
+            with run:
                 start = time.perf_counter()
-                train(copy.deepcopy(init), train_split, val_split, recipe, seed=1, on_epoch=on_epoch)
+                train(copy.deepcopy(init), train_split, val_split, recipe, seed=1, device=args.device,
+                      on_epoch=on_epoch)
                 stage_total.append(total_images / (time.perf_counter() - start))
             # training-step throughput: images over the epochs' training time (before validation)
             stage_steps.append(total_images / sum(steps_images / log.images_per_second for log in logs))
     b, s, t = statistics.median(bare), statistics.median(stage_steps), statistics.median(stage_total)
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.arch} {args.size}px, batch {args.batch}, {args.images} images x {args.epochs} epochs, "
-          f"{torch.get_num_threads()} threads, {args.repeats} alternating repeats (median)")
+          f"{where}, {args.repeats} alternating repeats (median)"
+          + (", stage loop WITHOUT MLflow logging" if args.no_mlflow else ""))
     print(f"  bare PyTorch loop            {b:8.1f} images/s")
     print(f"  stage loop, training steps   {s:8.1f} images/s   ratio {s / b:.2f}  (target >= 0.90)")
     print(f"  stage loop, whole train()    {t:8.1f} images/s   ratio {t / b:.2f}  "
-          f"(+ a {args.val}-image validation pass and MLflow logging per epoch)")
+          f"(+ a {args.val}-image validation pass{'' if args.no_mlflow else ' and MLflow logging'} per epoch)")
 
 
 if __name__ == "__main__":
