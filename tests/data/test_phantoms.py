@@ -111,6 +111,19 @@ def test_lvot_phantoms_group_mixed_labels_by_patient_with_masks_for_positives(he
     assert np.std(centres, axis=0).min() > 0.05 * 96
 
 
+def test_lvot_tract_lies_away_from_the_image_centre():
+    """A saliency peak fixed at the image centre (the receptive-field bias of an untrained
+    network) misses most tracts at the phantoms' 128 px and tau = 15."""
+    from scipy.spatial.distance import cdist
+
+    far = []
+    for patient in range(30):
+        _, mask = phantoms.lvot_slice(patient, 0, 1, 0, 128)
+        ys, xs = np.nonzero(mask)
+        far.append(cdist([(63.5, 63.5)], np.c_[xs, ys]).min() >= 15)
+    assert np.mean(far) >= 0.6
+
+
 def test_lvot_positive_differs_from_its_negative_twin_only_on_the_mask():
     for patient, index in ((0, 0), (1, 3), (2, 5)):
         neg, none = phantoms.lvot_slice(patient, index, 0, 0, 96)
