@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
@@ -74,8 +74,18 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
     return factory
 
 
+_TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "XIQA_PROJECT")
+
+
 @pytest.fixture(autouse=True)
-def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never talk to a tracking server the developer may have configured."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("XIQA_PROJECT", raising=False)
+def _no_external_tracking() -> Iterator[None]:
+    """Tests never talk to a tracking server the developer may have configured, and none leaks
+    into the next test: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which
+    ``monkeypatch.delenv`` of an unset variable would not undo (a later session fixture then
+    built its store in the previous test's project)."""
+    saved = {k: os.environ.pop(k) for k in _TRACKING_ENV if k in os.environ}
+    yield
+    for key in _TRACKING_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(saved)
