@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # mlflow takes seconds to import: only where a run really sta
     from mlflow.entities import Run
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+USER_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlruns"
 STUDY_EXPERIMENT = "xiqa-study"
@@ -128,8 +129,9 @@ _REACHABLE: set[str] = set()  # servers that answered in this process (ensure_st
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast when a tracking server cannot be reached: MLflow itself retries with backoff for
-    minutes before it gives up. Any HTTP answer (even 401 or 404) counts as reachable; only a
-    refused connection, an unknown host or a timeout is an error. A server that answered once
+    minutes before it gives up. Any HTTP answer to ``/health`` (even 401 or 404) counts as
+    reachable; only a refused connection, an unknown host or a timeout is an error. A server
+    with basic auth must then accept the login in the environment. A server that answered once
     is not probed again in this process."""
     import urllib.error
     import urllib.request
@@ -145,7 +147,36 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         reason = getattr(err, "reason", err)
         raise XiqaError(f"{TRACKING_ENV}={uri}: tracking server not reachable ({reason}); start it "
                         f"or unset {TRACKING_ENV} to use the project's embedded store") from None
+    _check_login(uri, timeout)
     _REACHABLE.add(uri)
+
+
+def _check_login(uri: str, timeout: float) -> None:
+    """One authenticated read: a server with basic auth answers 401 to missing or wrong
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (which MLflow itself sends with
+    every request), and MLflow would report that as a long REST error deep in a stage."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except urllib.error.HTTPError as err:
+        if err.code != 401:
+            return  # not ours to judge here: MLflow reports it with its own message
+        if user and password:
+            raise XiqaError(f"{TRACKING_ENV}={uri}: the tracking server rejected the login of "
+                            f"{USER_ENV}={user} (HTTP 401); check {PASSWORD_ENV}") from None
+        raise XiqaError(f"{TRACKING_ENV}={uri}: the tracking server requires a login (HTTP 401); "
+                        f"set {USER_ENV} and {PASSWORD_ENV}") from None
+    except (urllib.error.URLError, OSError):
+        return  # it answered /health a moment ago; let MLflow retry and report
 
 
 def open_client(root: Path):
