@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -89,3 +94,54 @@ def _no_external_tracking() -> Iterator[None]:
     for key in _TRACKING_ENV:
         os.environ.pop(key, None)
     os.environ.update(saved)
+
+
+# --------------------------------------------------------------------------- team tracking server
+SERVER_SCRIPT = REPO / "deploy" / "tracking-server.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running ``deploy/tracking-server.sh``: PostgreSQL, served artifacts, basic auth."""
+
+    url: str
+    user: str
+    password: str
+    folder: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client (a stage, ``xiqa``, a test) needs to use it."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": self.user,
+                "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+@contextmanager
+def tracking_server() -> Iterator[Server]:
+    """Start the team server with the repository's own script on free ports, in a fresh folder
+    (world-traversable: as root, PostgreSQL runs as the ``postgres`` user); stop and delete it
+    after. Fails, never skips, when it cannot start (PostgreSQL missing, say)."""
+    folder = Path(tempfile.mkdtemp(prefix="xiqa-server-"))
+    folder.chmod(0o755)
+    password = secrets.token_urlsafe(16)  # per session: the repository holds no password
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "XIQA_SERVER_PORT": str(free_port()), "XIQA_PG_PORT": str(free_port()),
+           "XIQA_SERVER_AUTH": "1", "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": password, "XIQA_SERVER_WORKERS": "2"}
+    start = subprocess.run(["bash", str(SERVER_SCRIPT), "start", str(folder)], env=env, text=True,
+                           capture_output=True, timeout=300)
+    try:
+        if start.returncode != 0:
+            pytest.fail(f"the tracking server did not start (deploy/tracking-server.sh exited "
+                        f"{start.returncode}): {start.stderr.strip()[-3000:]}", pytrace=False)
+        yield Server(start.stdout.strip().splitlines()[-1], "admin", password, folder)
+    finally:
+        subprocess.run(["bash", str(SERVER_SCRIPT), "stop", str(folder)], env=env,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
