@@ -44,9 +44,10 @@ def project_env(root: Path) -> dict[str, str]:
     return env
 
 
-def run(root: Path, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
-    """Run a command in ``root`` with :func:`project_env`; on failure show its output."""
-    proc = subprocess.run(list(args), cwd=root, env=project_env(root), text=True,
+def run(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+        **kw: Any) -> subprocess.CompletedProcess:
+    """Run a command in ``root`` with :func:`project_env` (plus ``env``); on failure show its output."""
+    proc = subprocess.run(list(args), cwd=root, env={**project_env(root), **(env or {})}, text=True,
                           capture_output=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
