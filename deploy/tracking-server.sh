@@ -15,6 +15,8 @@
 #   XIQA_PG_PORT         PostgreSQL's port, on 127.0.0.1 only; fixed when DIR is created (5433)
 #   XIQA_SERVER_WORKERS  MLflow worker processes (2)
 #   XIQA_SERVER_OPTS     extra `mlflow server` options, e.g. "--allowed-hosts mlflow.lab:5000"
+#   XIQA_ARTIFACTS_DESTINATION  where served artifacts go (DIR/artifacts), e.g. s3://bucket/xiqa
+#                        (an S3-compatible store: boto3 and AWS_* / MLFLOW_S3_ENDPOINT_URL set here)
 #   XIQA_PG_BIN          folder of initdb / pg_ctl (found under /usr/lib/postgresql otherwise)
 #   XIQA_SERVER_AUTH=1   basic auth; then MLFLOW_FLASK_SERVER_SECRET_KEY and
 #                        MLFLOW_AUTH_ADMIN_PASSWORD are required (no defaults exist anywhere),
@@ -29,8 +31,12 @@ die() { echo "tracking-server: error: $*" >&2; exit 2; }
 
 cmd="${1:-}"
 dir="${2:-${XIQA_SERVER_DIR:-tracking-server}}"
-case "$cmd" in start|stop|status) ;; *) die "usage: $0 start|stop|status [DIR]" ;; esac
-mkdir -p "$dir"
+case "$cmd" in
+    start) mkdir -p "$dir" ;;
+    stop|status) [ -d "$dir" ] || die "$dir: no tracking server folder here" ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "usage: $0 start|stop|status [DIR] (--help for the settings)" ;;
+esac
 dir="$(cd "$dir" && pwd)"
 host="${XIQA_SERVER_HOST:-127.0.0.1}"
 port="${XIQA_SERVER_PORT:-5000}"
@@ -156,7 +162,7 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:
 # the backend URI carries the password: through the environment, not the command line (ps)
 export MLFLOW_BACKEND_STORE_URI="$db_uri/mlflow"
 # shellcheck disable=SC2086  # XIQA_SERVER_OPTS is a list of options
-setsid "$mlflow" server --serve-artifacts --artifacts-destination "$dir/artifacts" \
+setsid "$mlflow" server --serve-artifacts --artifacts-destination "${XIQA_ARTIFACTS_DESTINATION:-$dir/artifacts}" \
     --host "$host" --port "$port" --workers "${XIQA_SERVER_WORKERS:-2}" "${auth[@]}" \
     ${XIQA_SERVER_OPTS:-} >"$dir/logs/mlflow.log" 2>&1 < /dev/null &
 echo $! > "$pidfile"
