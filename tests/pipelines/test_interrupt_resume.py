@@ -124,7 +124,7 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
     run(root, dvc, "repro", "prepare@objectcxr", env=server.env)
     for key, value in server.env.items():
         monkeypatch.setenv(key, value)
-    client = mlflow.MlflowClient(server.url)
+    client = mlflow.MlflowClient(server.url, registry_uri=server.url)  # not an earlier test's registry
     pointer = root / "models" / f"objectcxr-{ARCH}" / "trained" / "s1.json"
 
     # 1. SIGKILL mid-epoch: the run stays RUNNING, nothing registered, no pointer

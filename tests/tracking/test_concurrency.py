@@ -49,8 +49,12 @@ def run_writers(root: Path, workers: int, per_worker: int, env: dict[str, str] |
     assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
 
 
-def check_nothing_lost(client, workers: int, per_worker: int) -> None:
+def check_nothing_lost(uri: str, workers: int, per_worker: int) -> None:
     """Every run FINISHED with its full metric history, versions 1..N, every alias on its seed."""
+    import mlflow
+
+    # registry_uri too: otherwise MLflow takes the process-wide one an earlier test may have set
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     exp = client.get_experiment_by_name("xiqa-objectcxr")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert len(runs) == workers * per_worker
@@ -69,11 +73,9 @@ def check_nothing_lost(client, workers: int, per_worker: int) -> None:
 
 
 def test_four_writers_lose_no_run_metric_version_or_alias(tmp_path: Path) -> None:
-    import mlflow
-
     from xiqa.tracking import store
 
     root = tmp_path / "project"
     store.ensure_store(root)  # the one-time initialisation, as `dvc repro` does before stages
     run_writers(root, workers=4, per_worker=3)
-    check_nothing_lost(mlflow.MlflowClient(store.embedded_uri(root)), workers=4, per_worker=3)
+    check_nothing_lost(store.embedded_uri(root), workers=4, per_worker=3)
