@@ -384,7 +384,7 @@ def _abandon(run: "Run", status: str) -> None:
 
     try:
         discard_versions(mlflow.MlflowClient(), run.info.run_id)
-    except Exception as err:  # the original error matters more; the next start reaps the rest
+    except Exception as err:  # the original error matters more; no pointer names that version
         logging.getLogger(__name__).warning("run %s: could not delete its model versions (%s)",
                                             run.info.run_id, err)
     mlflow.end_run(status=status)
