@@ -101,10 +101,16 @@ def _no_external_tracking() -> Iterator[None]:
 SERVER_SCRIPT = REPO / "deploy" / "tracking-server.sh"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 (held open together, so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass(frozen=True)
@@ -130,9 +136,10 @@ def tracking_server() -> Iterator[Server]:
     after. Fails, never skips, when it cannot start (PostgreSQL missing, say)."""
     folder = Path(tempfile.mkdtemp(prefix="xiqa-server-"))
     folder.chmod(0o755)
-    password = secrets.token_urlsafe(16)  # per session: the repository holds no password
+    password = secrets.token_urlsafe(16)  # per server: the repository holds no password
+    mlflow_port, pg_port = free_ports(2)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "XIQA_SERVER_PORT": str(free_port()), "XIQA_PG_PORT": str(free_port()),
+           "XIQA_SERVER_PORT": str(mlflow_port), "XIQA_PG_PORT": str(pg_port),
            "XIQA_SERVER_AUTH": "1", "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
            "MLFLOW_AUTH_ADMIN_PASSWORD": password, "XIQA_SERVER_WORKERS": "2"}
     start = subprocess.run(["bash", str(SERVER_SCRIPT), "start", str(folder)], env=env, text=True,
