@@ -7,7 +7,7 @@
 #   deploy/tracking-server.sh status [DIR]   exit 0 and print the URL when the server answers
 #
 # DIR defaults to $XIQA_SERVER_DIR, else ./tracking-server. It holds postgres/ (the cluster),
-# artifacts/, logs/{postgres,mlflow}.log, the pid file and, mode 600, pg-password (generated at
+# artifacts/, logs/{postgres,mlflow}.log, the pid file, server.url and, mode 600, pg-password (generated at
 # creation unless XIQA_PG_PASSWORD is given) and basic_auth.ini. Settings (environment):
 #   XIQA_SERVER_HOST     interface MLflow listens on (127.0.0.1; 0.0.0.0 for other machines,
 #                        then also pass --allowed-hosts through XIQA_SERVER_OPTS)
@@ -86,6 +86,7 @@ mlflow_stop() {
 }
 
 if [ "$cmd" = status ]; then
+    [ -f "$dir/server.url" ] && url="$(cat "$dir/server.url")"  # where the last start put it
     answers && { echo "$url"; exit 0; }
     echo "tracking-server: $url does not answer" >&2; exit 1
 fi
@@ -167,7 +168,7 @@ setsid "$mlflow" server --serve-artifacts --artifacts-destination "${XIQA_ARTIFA
     ${XIQA_SERVER_OPTS:-} >"$dir/logs/mlflow.log" 2>&1 < /dev/null &
 echo $! > "$pidfile"
 for _ in $(seq 1 600); do
-    answers && { echo "$url"; exit 0; }
+    answers && { echo "$url" | tee "$dir/server.url"; exit 0; }
     kill -0 "$(cat "$pidfile")" 2>/dev/null || break
     sleep 0.5
 done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -20,10 +21,10 @@ import torch
 from typer.testing import CliRunner
 
 try:
-    from tests.conftest import Server, tracking_server
+    from tests.conftest import SERVER_SCRIPT, Server, tracking_server
     from tests.tracking.test_concurrency import check_nothing_lost, run_writers
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
-    from conftest import Server, tracking_server
+    from conftest import SERVER_SCRIPT, Server, tracking_server
     from test_concurrency import check_nothing_lost, run_writers
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,9 @@ def test_the_server_keeps_runs_in_postgresql_and_artifacts_in_its_folder(server:
     assert (server.folder / "postgres" / "PG_VERSION").read_text().strip().isdigit()
     assert oct((server.folder / "pg-password").stat().st_mode & 0o777) == "0o600"
     assert server.password not in ini  # the admin password stays in the environment
+    status = subprocess.run(["bash", str(SERVER_SCRIPT), "status", str(server.folder)],
+                            capture_output=True, text=True, timeout=60)
+    assert (status.returncode, status.stdout.strip()) == (0, server.url)
 
 
 def test_basic_auth_rejects_requests_without_the_admins_login(server: Server,
