@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from xiqa.errors import XiqaError
 from xiqa.tracking.store import (BOOT_TAG, HOST_TAG, PID_START_TAG, PID_TAG, REAPED_TAG,
                                  STALE_ELSEWHERE_S, Terminated, embedded_uri, ensure_store,
                                  experiment_id, git_commit, open_client, owner_gone, process_tags,
-                                 tracked_run, tracking_uri)
+                                 check_reachable, tracked_run, tracking_uri)
 
 
 def test_embedded_store_is_sqlite_at_the_absolute_project_path(tmp_path: Path,
@@ -171,6 +173,36 @@ def test_owner_gone_trusts_only_this_hosts_pids_and_waits_out_other_hosts() -> N
     elsewhere = here | {HOST_TAG: here[HOST_TAG] + "-other"}
     assert not owner_gone(elsewhere, recent, now) and owner_gone(elsewhere, old, now)
     assert not owner_gone({}, recent, now) and owner_gone({}, old, now)  # untagged: age only
+
+
+class _Deny(BaseHTTPRequestHandler):
+    """A server behind basic auth that protects even /health (some proxies do)."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="lab"')
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_server_answering_401_is_reachable_and_asks_for_the_login_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Deny)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        with pytest.raises(XiqaError) as missing:
+            check_reachable(uri)
+        assert str(missing.value) == (f"MLFLOW_TRACKING_URI={uri}: the tracking server requires a login "
+                                      "(HTTP 401); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ana")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(XiqaError, match=r"rejected the login of MLFLOW_TRACKING_USERNAME=ana \(HTTP 401\)"):
+            check_reachable(uri)
+    finally:
+        httpd.shutdown()
 
 
 def test_read_only_commands_refuse_a_project_without_a_store(tmp_path: Path) -> None:
