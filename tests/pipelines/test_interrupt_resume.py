@@ -186,9 +186,11 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
                             env={**project_env(root), **server.env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     study_exp = client.get_experiment_by_name("xiqa-study").experiment_id
-    half, _ = _interrupt(proc, signal.SIGKILL,
-                         lambda: _running(client, "xiqa-study", "aggregate") or _running(client, "xiqa-study", "study"),
-                         "an aggregate run of a new study")
+    logged = {r.info.run_id for r in client.search_runs([study_exp], max_results=1000)}
+    half, _ = _interrupt(proc, signal.SIGKILL,  # at its first run: aggregate runs last milliseconds
+                         lambda: next((r for r in client.search_runs([study_exp], max_results=1000)
+                                       if r.info.run_id not in logged), None),
+                         "a run of a new study")
     assert proc.returncode == -signal.SIGKILL
     assert _snapshot(root) == finished
     _assert_outputs_whole(root)
