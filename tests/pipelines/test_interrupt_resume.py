@@ -199,7 +199,9 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
     monkeypatch.chdir(root)
     exported = CliRunner().invoke(app, ["report", "--format", "md", "--out", str(tmp_path / "again")])
     assert exported.exit_code == 0, exported.output
-    for table in (tmp_path / "again").glob("*.md"):
+    tables = sorted((tmp_path / "again").glob("*.md"))
+    assert [t.name for t in tables] == sorted(k[8:] for k in finished if k.startswith("reports/") and k.endswith(".md"))
+    for table in tables:
         assert table.read_bytes() == finished[f"reports/{table.name}"], table.name
 
     # 7. the audit reads from the server
