@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,9 +25,15 @@ def params(path: Path | None = None) -> tuple[Path, Params]:
 
 
 def run(app: typer.Typer) -> None:
-    """Run a stage's Typer app; a user error prints one sentence and exits 2."""
+    """Run a stage's Typer app; a user error prints one sentence and exits 2, SIGTERM inside a
+    run exits 143."""
+    from xiqa.tracking.store import Terminated
+
     try:
         app()
     except XiqaError as err:
         typer.echo(f"xiqa: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except Terminated as err:  # SIGTERM inside an MLflow run: the run is already marked KILLED
+        typer.echo(f"xiqa: {err}: the MLflow run is marked KILLED, its outputs are not written", err=True)
+        sys.exit(128 + signal.SIGTERM)

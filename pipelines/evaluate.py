@@ -108,30 +108,6 @@ class _Context:
         from xiqa.tracking import registry, store
 
         root, dataset, arch, ev = self.root, self.dataset, self.arch, self.params.evaluate
-        try:
-            model = registry.load_model(pointer["model_uri"], self.params.device)
-        except Exception as err:  # the store lost the model, or the URI is stale
-            raise XiqaError(f"{pointer['model_uri']}: cannot load the model ({type(err).__name__}: {err})") from None
-
-        def smooth(maps: torch.Tensor) -> torch.Tensor:
-            return saliency.smooth(maps, sigma=ev.smooth_sigma, kernel_size=ev.smooth_kernel)
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"{dataset}-{arch} {condition}-s{seed}", total=len(self.scored))
-            result = score_split(model, arch, self.split, self.boxes, methods=self.methods,
-                                 tolerance=ev.tolerance, target=ev.target, smooth=smooth,
-                                 batch_size=ev.batch_size, layers=ev.layers.get(arch),
-                                 sample_ids=self.sample, progress=lambda n: bar.advance(task, n))
-
-        pg_off, pg_on = result.accuracies(False), result.accuracies(True)
-        const_off, const_on = result.constant_maps(False), result.constant_maps(True)
-        metrics = {S.pg_metric(m, False): v for m, v in pg_off.items()}
-        metrics |= {S.pg_metric(m, True): v for m, v in pg_on.items()}
-        metrics |= {f"constant_maps/{m}": float(v) for m, v in const_off.items()}
-        metrics |= {f"constant_maps_smooth/{m}": float(v) for m, v in const_on.items()}
-        metrics["n_images"] = float(len(self.scored))
-        metrics["constant_maps"] = float(sum(const_off.values()) + sum(const_on.values()))
-
         name = pointer.get("name") or paths.registered_model_name(dataset, arch)
         tags = {S.KIND: "evaluation", "dataset": dataset, "arch": arch, "condition": condition,
                 "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
@@ -141,8 +117,33 @@ class _Context:
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                       "image_size": self.image_size, "n_test": len(self.split),
                       "figure_samples": len(self.sample)}
+
+        def smooth(maps: torch.Tensor) -> torch.Tensor:
+            return saliency.smooth(maps, sigma=ev.smooth_sigma, kernel_size=ev.smooth_kernel)
+
+        # the run spans loading and scoring, like a training run spans training: an evaluation
+        # that fails or is interrupted shows in MLflow as FAILED / KILLED, not as nothing
         with store.tracked_run(root, dataset, f"evaluate {dataset}-{arch} {paths.alias(condition, seed)}",
                                run_params, tags) as run:
+            try:
+                model = registry.load_model(pointer["model_uri"], self.params.device)
+            except Exception as err:  # the store lost the model, or the URI is stale
+                raise XiqaError(f"{pointer['model_uri']}: cannot load the model "
+                                f"({type(err).__name__}: {err})") from None
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"{dataset}-{arch} {condition}-s{seed}", total=len(self.scored))
+                result = score_split(model, arch, self.split, self.boxes, methods=self.methods,
+                                     tolerance=ev.tolerance, target=ev.target, smooth=smooth,
+                                     batch_size=ev.batch_size, layers=ev.layers.get(arch),
+                                     sample_ids=self.sample, progress=lambda n: bar.advance(task, n))
+            pg_off, pg_on = result.accuracies(False), result.accuracies(True)
+            const_off, const_on = result.constant_maps(False), result.constant_maps(True)
+            metrics = {S.pg_metric(m, False): v for m, v in pg_off.items()}
+            metrics |= {S.pg_metric(m, True): v for m, v in pg_on.items()}
+            metrics |= {f"constant_maps/{m}": float(v) for m, v in const_off.items()}
+            metrics |= {f"constant_maps_smooth/{m}": float(v) for m, v in const_on.items()}
+            metrics["n_images"] = float(len(self.scored))
+            metrics["constant_maps"] = float(sum(const_off.values()) + sum(const_on.values()))
             mlflow.log_metrics(metrics)
             with tempfile.TemporaryDirectory() as tmp:
                 csv_path = Path(tmp) / "per_image.csv"

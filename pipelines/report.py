@@ -115,7 +115,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
             name = f"aggregate {cell.key} {cond}"
             if key not in frames:
                 tags |= {S.STATUS: "skipped", S.REASON: skipped.get(key, "not evaluated")}
-                with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags):
+                with store.experiment_run(exp, name, tags):
                     pass
                 continue  # DVC metrics are numbers: a skipped condition has none
             seeds = [s for s, _ in frames[key]]
@@ -125,7 +125,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
             tags |= {"seeds": ",".join(map(str, seeds))}
             if key in skipped:
                 tags[S.REASON] = f"some seeds skipped: {skipped[key]}"
-            with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags):
+            with store.experiment_run(exp, name, tags):
                 mlflow.log_params({"bootstrap": ev.bootstrap, "seed": ev.seed, "tolerance": ev.tolerance,
                                    "target": ev.target})
                 mlflow.log_metrics(metrics)
@@ -146,7 +146,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
             arch_json.setdefault(ds, {}).setdefault(what, {})[stat] = round(value, 6)
         made = _figures(ds, archs, grid.seeds, samples, figures_dir)
         tags = base_tags | {S.KIND: "study", "dataset": ds, "archs": ",".join(archs)}
-        with mlflow.start_run(experiment_id=exp, run_name=f"study {ds}", tags=tags):
+        with store.experiment_run(exp, f"study {ds}", tags):
             mlflow.log_params({"permutations": ev.permutations, "seed": ev.seed})
             if metrics:
                 mlflow.log_metrics(metrics)
@@ -163,7 +163,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
 
     # ------------------------------------------------------------------ export the tables
     written = export_report(root, root / out, params.report.formats, study=study)
-    with mlflow.start_run(experiment_id=exp, run_name="report", tags=base_tags | {S.KIND: "report"}):
+    with store.experiment_run(exp, "report", base_tags | {S.KIND: "report"}):
         for path in written:
             if path.suffix != ".png":
                 mlflow.log_artifact(str(path), artifact_path="tables")

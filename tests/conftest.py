@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
@@ -39,9 +44,10 @@ def project_env(root: Path) -> dict[str, str]:
     return env
 
 
-def run(root: Path, *args: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
-    """Run a command in ``root`` with :func:`project_env`; on failure show its output."""
-    proc = subprocess.run(list(args), cwd=root, env=project_env(root), text=True,
+def run(root: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+        **kw: Any) -> subprocess.CompletedProcess:
+    """Run a command in ``root`` with :func:`project_env` (plus ``env``); on failure show its output."""
+    proc = subprocess.run(list(args), cwd=root, env={**project_env(root), **(env or {})}, text=True,
                           capture_output=True, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n"
@@ -74,8 +80,76 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
     return factory
 
 
+_TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "XIQA_PROJECT")
+
+
 @pytest.fixture(autouse=True)
-def _no_external_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never talk to a tracking server the developer may have configured."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("XIQA_PROJECT", raising=False)
+def _no_external_tracking() -> Iterator[None]:
+    """Tests never talk to a tracking server the developer may have configured, and none leaks
+    into the next test: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI, which
+    ``monkeypatch.delenv`` of an unset variable would not undo (a later session fixture then
+    built its store in the previous test's project)."""
+    saved = {k: os.environ.pop(k) for k in _TRACKING_ENV if k in os.environ}
+    yield
+    for key in _TRACKING_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(saved)
+
+
+# --------------------------------------------------------------------------- team tracking server
+SERVER_SCRIPT = REPO / "deploy" / "tracking-server.sh"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 (held open together, so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running ``deploy/tracking-server.sh``: PostgreSQL, served artifacts, basic auth."""
+
+    url: str
+    user: str
+    password: str
+    folder: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client (a stage, ``xiqa``, a test) needs to use it."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": self.user,
+                "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+@contextmanager
+def tracking_server() -> Iterator[Server]:
+    """Start the team server with the repository's own script on free ports, in a fresh folder
+    (world-traversable: as root, PostgreSQL runs as the ``postgres`` user); stop and delete it
+    after. Fails, never skips, when it cannot start (PostgreSQL missing, say)."""
+    folder = Path(tempfile.mkdtemp(prefix="xiqa-server-"))
+    folder.chmod(0o755)
+    password = secrets.token_urlsafe(16)  # per server: the repository holds no password
+    mlflow_port, pg_port = free_ports(2)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "XIQA_SERVER_PORT": str(mlflow_port), "XIQA_PG_PORT": str(pg_port),
+           "XIQA_SERVER_AUTH": "1", "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": password, "XIQA_SERVER_WORKERS": "2"}
+    start = subprocess.run(["bash", str(SERVER_SCRIPT), "start", str(folder)], env=env, text=True,
+                           capture_output=True, timeout=300)
+    try:
+        if start.returncode != 0:
+            pytest.fail(f"the tracking server did not start (deploy/tracking-server.sh exited "
+                        f"{start.returncode}): {start.stderr.strip()[-3000:]}", pytrace=False)
+        yield Server(start.stdout.strip().splitlines()[-1], "admin", password, folder)
+    finally:
+        subprocess.run(["bash", str(SERVER_SCRIPT), "stop", str(folder)], env=env,
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,12 +1,15 @@
-"""Several processes writing to one embedded sqlite store at once (issue 6, part 2): no run,
-metric, model version or alias is lost and version numbers stay unique."""
+"""Several processes writing to one store at once (issue 6, part 2): no run, metric, model
+version or alias is lost and version numbers stay unique. Here the embedded sqlite store; the
+same workload against the PostgreSQL tracking server is in test_server.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 WRITER = r"""
 import sys
 from pathlib import Path
@@ -32,24 +35,26 @@ for i in range(n):
 """
 
 
-def test_four_writers_lose_no_run_metric_version_or_alias(tmp_path: Path) -> None:
-    import mlflow
-
-    from xiqa.tracking import store
-
-    root = tmp_path / "project"
-    store.ensure_store(root)  # the one-time initialisation, as `dvc repro` does before stages
-    script = tmp_path / "writer.py"
+def run_writers(root: Path, workers: int, per_worker: int, env: dict[str, str] | None = None) -> None:
+    """``workers`` processes at once, each logging ``per_worker`` runs (a 5-step metric history,
+    a final metric) and registering one version of ``xiqa-objectcxr-resnet34`` per run, aliased
+    ``fr-s<seed>``."""
+    script = root.parent / "writer.py"
     script.write_text(WRITER)
-    workers, per_worker = 4, 3
     procs = [subprocess.Popen([sys.executable, str(script), str(root), str(w), str(per_worker)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=Path(__file__).resolve().parents[2])
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                              env={**os.environ, **(env or {})})
              for w in range(workers)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
 
-    client = mlflow.MlflowClient(store.embedded_uri(root))
+
+def check_nothing_lost(uri: str, workers: int, per_worker: int) -> None:
+    """Every run FINISHED with its full metric history, versions 1..N, every alias on its seed."""
+    import mlflow
+
+    # registry_uri too: otherwise MLflow takes the process-wide one an earlier test may have set
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     exp = client.get_experiment_by_name("xiqa-objectcxr")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     assert len(runs) == workers * per_worker
@@ -65,3 +70,12 @@ def test_four_writers_lose_no_run_metric_version_or_alias(tmp_path: Path) -> Non
     assert set(aliases) == expected
     for alias, version in aliases.items():  # each alias points at the version of its own seed
         assert client.get_model_version("xiqa-objectcxr-resnet34", version).tags["seed"] == alias[4:]
+
+
+def test_four_writers_lose_no_run_metric_version_or_alias(tmp_path: Path) -> None:
+    from xiqa.tracking import store
+
+    root = tmp_path / "project"
+    store.ensure_store(root)  # the one-time initialisation, as `dvc repro` does before stages
+    run_writers(root, workers=4, per_worker=3)
+    check_nothing_lost(store.embedded_uri(root), workers=4, per_worker=3)

@@ -34,14 +34,16 @@ def _study_experiment_id(root: Path) -> str:
 
 
 def latest_study(root: Path) -> str:
-    """The ``xiqa.study`` id of the most recent aggregate run in the store."""
+    """The ``xiqa.study`` id of the most recent study whose report stage finished: its ``report``
+    run, logged last, is FINISHED. A study interrupted half-way (some aggregates logged) is never
+    the latest; ``--study ID`` still reaches it."""
     import mlflow
 
     exp = _study_experiment_id(root)
-    runs = mlflow.search_runs([exp], filter_string=f"tags.`{S.KIND}` = 'aggregate'",
+    runs = mlflow.search_runs([exp], filter_string=f"tags.`{S.KIND}` = 'report' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if runs.empty:
-        raise XiqaError(f"experiment {S.STUDY_EXPERIMENT!r} holds no aggregate run; run `dvc repro` first")
+        raise XiqaError(f"experiment {S.STUDY_EXPERIMENT!r} holds no finished study; run `dvc repro` first")
     return str(runs.iloc[0][f"tags.{S.STUDY}"])
 
 

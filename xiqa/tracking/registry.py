@@ -172,6 +172,18 @@ def update_best(client: "MlflowClient", name: str) -> str | None:
     return best
 
 
+def discard_versions(client: "MlflowClient", run_id: str) -> list[tuple[str, str]]:
+    """Delete every model version registered from run ``run_id`` (a run that did not finish must
+    leave none for an alias to point at) and recompute ``best`` of each model touched. Returns
+    the ``(name, version)`` pairs deleted."""
+    found = client.search_model_versions(f"run_id = '{run_id}'")
+    for mv in found:
+        client.delete_model_version(mv.name, mv.version)
+    for name in sorted({mv.name for mv in found}):
+        update_best(client, name)
+    return [(mv.name, str(mv.version)) for mv in found]
+
+
 # --------------------------------------------------------------------------- look-ups
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     """``NAME@ALIAS`` or ``NAME/VERSION`` (a ``models:/`` prefix is allowed) → (name, alias, version)."""

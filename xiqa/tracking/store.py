@@ -15,9 +15,12 @@ lock, before any run touches it.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
+import socket
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -28,6 +31,7 @@ if TYPE_CHECKING:  # mlflow takes seconds to import: only where a run really sta
     from mlflow.entities import Run
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+USER_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlruns"
 STUDY_EXPERIMENT = "xiqa-study"
@@ -125,8 +129,9 @@ _REACHABLE: set[str] = set()  # servers that answered in this process (ensure_st
 
 def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     """Fail fast when a tracking server cannot be reached: MLflow itself retries with backoff for
-    minutes before it gives up. Any HTTP answer (even 401 or 404) counts as reachable; only a
-    refused connection, an unknown host or a timeout is an error. A server that answered once
+    minutes before it gives up. Any HTTP answer to ``/health`` (even 401 or 404) counts as
+    reachable; only a refused connection, an unknown host or a timeout is an error. A server
+    with basic auth must then accept the login in the environment. A server that answered once
     is not probed again in this process."""
     import urllib.error
     import urllib.request
@@ -142,7 +147,36 @@ def check_reachable(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         reason = getattr(err, "reason", err)
         raise XiqaError(f"{TRACKING_ENV}={uri}: tracking server not reachable ({reason}); start it "
                         f"or unset {TRACKING_ENV} to use the project's embedded store") from None
+    _check_login(uri, timeout)
     _REACHABLE.add(uri)
+
+
+def _check_login(uri: str, timeout: float) -> None:
+    """One authenticated read: a server with basic auth answers 401 to missing or wrong
+    ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (which MLflow itself sends with
+    every request), and MLflow would report that as a long REST error deep in a stage."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except urllib.error.HTTPError as err:
+        if err.code != 401:
+            return  # not ours to judge here: MLflow reports it with its own message
+        if user and password:
+            raise XiqaError(f"{TRACKING_ENV}={uri}: the tracking server rejected the login of "
+                            f"{USER_ENV}={user} (HTTP 401); check {PASSWORD_ENV}") from None
+        raise XiqaError(f"{TRACKING_ENV}={uri}: the tracking server requires a login (HTTP 401); "
+                        f"set {USER_ENV} and {PASSWORD_ENV}") from None
+    except (urllib.error.URLError, OSError):
+        return  # it answered /health a moment ago; let MLflow retry and report
 
 
 def open_client(root: Path):
@@ -231,30 +265,137 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextmanager
-def tracked_run(root: Path, dataset: str, run_name: str, params: dict[str, Any],
-                tags: dict[str, str]) -> Iterator["Run"]:
-    """Start an MLflow run in experiment ``xiqa-<dataset>`` with all ``params`` and ``tags``.
+# --------------------------------------------------------------------------- runs left RUNNING
+# SIGKILL, a power cut or an OOM kill ends a process without letting it end its run, which MLflow
+# then shows as RUNNING for ever. Every run records who runs it, so that a later start of the same
+# run can tell a dead owner from a live one (another `dvc exp run --queue` worker, say).
+HOST_TAG, BOOT_TAG, PID_TAG, PID_START_TAG = "xiqa.host", "xiqa.boot", "xiqa.pid", "xiqa.pid_start"
+REAPED_TAG = "xiqa.reaped"
+STALE_ELSEWHERE_S = 48 * 3600  # no heartbeat exists: another machine's run is presumed dead after this
 
-    The run ends FINISHED when the block completes, FAILED on an exception and KILLED on
-    SIGTERM or Ctrl-C (the exception is re-raised in every case), so an interrupted stage
-    never leaves a RUNNING run behind.
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``, field 22):
+    with the pid it names one process even after pids wrap. None: no such process; "": no /proc."""
+    if not Path("/proc/self/stat").exists():
+        return ""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # after "pid (comm)", field 3 is index 0
+
+
+def process_tags() -> dict[str, str]:
+    """Host, boot id, pid and pid start time of this process, as run tags."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), BOOT_TAG: _boot_id(), PID_TAG: str(pid),
+            PID_START_TAG: _start_ticks(pid) or ""}
+
+
+def _alive(pid: int, start: str) -> bool:
+    ticks = _start_ticks(pid)
+    if ticks == "":  # no /proc (macOS): the pid alone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return ticks is not None and (not start or ticks == start)
+
+
+def owner_gone(tags: dict[str, str], start_time_ms: int | None, now_s: float | None = None) -> bool:
+    """Whether the process that started a RUNNING run (its :func:`process_tags`) is gone: on
+    this host, its pid no longer names the same process, or the machine rebooted since; on
+    another host (or without tags), the run started more than ``STALE_ELSEWHERE_S`` ago."""
+    here = process_tags()
+    if tags.get(HOST_TAG) == here[HOST_TAG] and tags.get(PID_TAG, "").isdigit():
+        if tags.get(BOOT_TAG) and here[BOOT_TAG] and tags[BOOT_TAG] != here[BOOT_TAG]:
+            return True
+        return not _alive(int(tags[PID_TAG]), tags.get(PID_START_TAG, ""))
+    age = (now_s if now_s is not None else time.time()) - (start_time_ms or 0) / 1000
+    return age > STALE_ELSEWHERE_S
+
+
+def reap_stale_runs(client: Any, experiment_id: str, run_name: str) -> list[str]:
+    """Mark KILLED every RUNNING run named ``run_name`` in the experiment whose owner is gone
+    (:func:`owner_gone`), and delete any model version it registered; live runs of other
+    processes are left alone. Returns the ids of the runs reaped."""
+    from xiqa.tracking.registry import discard_versions
+
+    reaped = []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        if run.info.run_name != run_name or not owner_gone(run.data.tags, run.info.start_time):
+            continue
+        who = process_tags()
+        owner = f"{run.data.tags.get(PID_TAG, '?')} on {run.data.tags.get(HOST_TAG, '?')}"
+        client.set_tag(run.info.run_id, REAPED_TAG,
+                       f"process {owner} gone; marked KILLED by {who[PID_TAG]} on {who[HOST_TAG]}")
+        discard_versions(client, run.info.run_id)
+        client.set_terminated(run.info.run_id, "KILLED")
+        reaped.append(run.info.run_id)
+    return reaped
+
+
+@contextmanager
+def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
+                   params: dict[str, Any] | None = None) -> Iterator["Run"]:
+    """An MLflow run in experiment id ``experiment`` with ``tags`` (plus :func:`process_tags`)
+    and ``params``, on the store :func:`ensure_store` set.
+
+    It ends FINISHED when the block completes, FAILED on an exception and KILLED on SIGTERM or
+    Ctrl-C (the exception is re-raised in every case); a run that does not finish keeps no
+    registered model version. Runs of the same name left RUNNING by a killed process are marked
+    KILLED first (:func:`reap_stale_runs`), so an interrupted stage never leaves a RUNNING run
+    behind once it has been run again.
     """
     import mlflow
 
-    exp = experiment_id(root, experiment_name(dataset))
+    reap_stale_runs(mlflow.MlflowClient(), experiment, run_name)
     with _sigterm_raises():
-        run = mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags)
+        run = mlflow.start_run(experiment_id=experiment, run_name=run_name,
+                               tags={**tags, **process_tags()})
         try:
-            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            if params:
+                mlflow.log_params({k: _param(v) for k, v in params.items()})
             yield run
         except (Terminated, KeyboardInterrupt):
-            mlflow.end_run(status="KILLED")
+            _abandon(run, "KILLED")
             raise
         except BaseException:
-            mlflow.end_run(status="FAILED")
+            _abandon(run, "FAILED")
             raise
         mlflow.end_run(status="FINISHED")
+
+
+def _abandon(run: "Run", status: str) -> None:
+    import mlflow
+
+    from xiqa.tracking.registry import discard_versions
+
+    try:
+        discard_versions(mlflow.MlflowClient(), run.info.run_id)
+    except Exception as err:  # the original error matters more; no pointer names that version
+        logging.getLogger(__name__).warning("run %s: could not delete its model versions (%s)",
+                                            run.info.run_id, err)
+    mlflow.end_run(status=status)
+
+
+@contextmanager
+def tracked_run(root: Path, dataset: str, run_name: str, params: dict[str, Any],
+                tags: dict[str, str]) -> Iterator["Run"]:
+    """:func:`experiment_run` in experiment ``xiqa-<dataset>`` of the project at ``root``."""
+    with experiment_run(experiment_id(root, experiment_name(dataset)), run_name, tags, params) as run:
+        yield run
 
 
 def _param(value: Any) -> str:
