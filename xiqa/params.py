@@ -132,6 +132,9 @@ class Recipe(_Strict):
     augment: bool = True
     max_train_images: int | None = Field(None, ge=1)  # None: the whole train split
     num_workers: int = Field(0, ge=0)
+    # re-estimate BatchNorm statistics on this many training images (no augmentation) after
+    # each epoch, before validation; 0: off (the paper's recipe)
+    bn_recalibration: int = Field(0, ge=0)
 
 
 def _paper_lvot_recipe() -> Recipe:

@@ -74,3 +74,21 @@ def test_roc_auc_equals_the_mann_whitney_definition_with_ties() -> None:
     assert np.isnan(roc_auc(np.ones(4), np.arange(4)))
     assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
     assert accuracy([0, 1, 1], [0, 1, 0]) == pytest.approx(2 / 3)
+
+
+def test_bn_recalibration_sets_running_statistics_to_those_of_the_first_training_images(tiny_root: Path) -> None:
+    """With ``bn_recalibration: n`` the kept model's first BatchNorm holds the plain mean and
+    unbiased variance of its input over the first n training images (one batch here), computed
+    independently from the stem convolution's output."""
+    n = 6
+    recipe = RECIPE.model_copy(update={"epochs": 1, "batch_size": 8, "bn_recalibration": n})
+    model, _, _ = _train(tiny_root, seed=1, recipe=recipe)
+    tr = load_split(tiny_root, "objectcxr", "train", recipe.image_size)
+    with torch.no_grad():
+        stem = model.conv1(tr.inputs(slice(0, n))).double()  # [n, C, H, W]: what bn1 normalises
+    per_channel = stem.transpose(0, 1).reshape(stem.shape[1], -1)
+    torch.testing.assert_close(model.bn1.running_mean.double(), per_channel.mean(1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.bn1.running_var.double(), per_channel.var(1, unbiased=True), rtol=1e-4, atol=1e-5)
+    assert not model.training
+    plain, _, _ = _train(tiny_root, seed=1, recipe=recipe.model_copy(update={"bn_recalibration": 0}))
+    assert not torch.allclose(plain.bn1.running_mean, model.bn1.running_mean)

@@ -153,6 +153,8 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                 bar.advance(total / seen)
             if schedule is not None:
                 schedule.step()
+            if recipe.bn_recalibration:
+                recalibrate_batchnorm(model, train_split, recipe.bn_recalibration, recipe.batch_size, dev)
             train_loss = total / max(seen, 1)
             if not math.isfinite(train_loss):
                 raise XiqaError(f"training diverged at epoch {epoch} (train loss {train_loss}); "
@@ -173,6 +175,24 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def recalibrate_batchnorm(model: nn.Module, split: Split, n: int, batch_size: int,
+                          device: torch.device | str = "cpu") -> None:
+    """Replace every BatchNorm's running statistics by their plain average over the first ``n``
+    images of ``split`` (no augmentation), computed with the current weights.
+
+    After a few hundred steps from scratch the running averages (momentum 0.1) still lag weights
+    that change fast, so eval mode can sit far from train mode: the demo's EfficientNet-B0 ranked
+    its validation images perfectly (AUC 1.0) at accuracy 0.5. ``n`` = 0 leaves them alone.
+    """
+    from xiqa.models import estimate_bn_statistics
+
+    if n <= 0:
+        return
+    images = split.images[:n]
+    estimate_bn_statistics(model, [normalise(images[i:i + batch_size].to(device))
+                                   for i in range(0, len(images), batch_size)])
 
 
 class _EpochBar:
