@@ -153,13 +153,12 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                 bar.advance(total / seen)
             if schedule is not None:
                 schedule.step()
-            if recipe.bn_recalibration:
-                recalibrate_batchnorm(model, train_split, recipe.bn_recalibration, recipe.batch_size, dev)
             train_loss = total / max(seen, 1)
             if not math.isfinite(train_loss):
                 raise XiqaError(f"training diverged at epoch {epoch} (train loss {train_loss}); "
                                 f"lower the learning rate (train.<dataset>.lr, now {recipe.lr})")
             seconds = time.perf_counter() - start
+            recalibrate_batchnorm(model, train_split, recipe.bn_recalibration, recipe.batch_size, dev)
             val = score(model, val_split, recipe.batch_size, dev)
             log = EpochLog(epoch, train_loss, val.accuracy, val.auc, lr,
                            time.perf_counter() - start, seen / seconds)
