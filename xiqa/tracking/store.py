@@ -333,8 +333,9 @@ def reap_stale_runs(client: Any, experiment_id: str, run_name: str) -> list[str]
     from xiqa.tracking.registry import discard_versions
 
     reaped = []
-    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
-        if run.info.run_name != run_name or not owner_gone(run.data.tags, run.info.start_time):
+    query = f"attributes.status = 'RUNNING' and attributes.run_name = '{run_name}'"
+    for run in client.search_runs([experiment_id], query, max_results=1000):
+        if not owner_gone(run.data.tags, run.info.start_time):
             continue
         who = process_tags()
         owner = f"{run.data.tags.get(PID_TAG, '?')} on {run.data.tags.get(HOST_TAG, '?')}"
