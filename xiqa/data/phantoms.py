@@ -229,7 +229,7 @@ def _polar(rng: np.random.Generator, r_min: float, r_max: float) -> np.ndarray:
 def _patient_anatomy(seed: int, patient: int) -> dict:
     rng = _rng(seed, _PATIENT, patient)
     return {
-        # the heart sits off the image centre (radius 0.12-0.3 in normalised units, any
+        # the heart sits off the image centre (radius HEART_OFFSET in normalised units, any
         # direction), as 4-chamber views often do, so a centre-biased map does not hit the LVOT
         "centre": _polar(rng, *HEART_OFFSET), "angle": rng.uniform(-0.9, -0.5),
         "scale": rng.uniform(*HEART_SCALE),
@@ -274,7 +274,7 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
     noise = rng.normal(0, 0.02, img.shape)
     mask = None
     if label:
-        # the outflow tract: a bright capsule near the crux, jittered by ~+-10 % of the side
+        # the outflow tract: a bright capsule near the crux, jittered by +-TRACT_JITTER of the side
         orng = _rng(seed, _OBJECTS, patient, index)
         extent = orng.uniform(*TRACT_EXTENT) * size
         width = max(3.0, extent * orng.uniform(0.35, 0.5))
