@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -37,3 +39,34 @@ def hooked_layer_tensors(model: nn.Module, x: Tensor, names: list[str], target: 
 
 def preset(arch: str) -> dict[str, tuple[str, ...]]:
     return layers(arch)
+
+
+EPS32 = torch.finfo(torch.float32).eps
+# A float32 map in [0, 1] leaves the last tensor two implementations share through upsampling, a
+# channel sum of |·| and min-max normalisation: on the order of 10² roundings of values <= 1.
+FLOAT32_FLOOR = 128 * EPS32
+# A wrong method (another target class, the plain instead of the guided gradient, a missing
+# ReLU) moves maps by tenths; a reference noisier than this could not tell.
+MAX_USEFUL_TOLERANCE = 0.1
+
+
+def reference_noise(reference: Callable[[Tensor, Tensor], Tensor], x: Tensor, target: Tensor
+                    ) -> tuple[Tensor, float]:
+    """The reference's maps of the batch ``x`` and how far they move under another rounding: the
+    largest difference to its maps of one image at a time (other kernels, other summation
+    order; on these models as large as its 1-vs-2-thread difference). A deep random network
+    amplifies float32 rounding chaotically (SPEC 10: up to ~1e-2 after min-max), so two correct
+    implementations can differ by that much."""
+    batch = reference(x, target)
+    single = torch.cat([reference(x[i:i + 1], target[i:i + 1]) for i in range(len(x))])
+    return batch, float((batch - single).abs().amax())
+
+
+def assert_maps_match_reference(got: Tensor, reference: Callable[[Tensor, Tensor], Tensor], x: Tensor,
+                                target: Tensor, msg: str = "") -> None:
+    """``got`` equals ``reference(x, target)`` within twice the reference's own noise (at least
+    the float32 floor), and that tolerance is still small enough to catch a wrong method."""
+    expected, noise = reference_noise(reference, x, target)
+    tolerance = max(FLOAT32_FLOOR, 2 * noise)
+    assert tolerance < MAX_USEFUL_TOLERANCE, f"{msg}: the reference moves by {noise:.3g} by itself"
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=0, msg=msg)

@@ -1,5 +1,9 @@
 """Grad-CAM, Guided Backprop, Guided Grad-CAM and Input × Gradient against Captum (ResNets) and
-against an independent module-swap reference for the guided SiLU rule (EfficientNets)."""
+against an independent module-swap reference for the guided SiLU rule (EfficientNets).
+
+The models are deep and random, so their maps are chaotic in float32 rounding (SPEC 10): every
+comparison allows twice the reference's own batch-vs-image and thread noise, measured here on the
+same inputs (``assert_maps_match_reference``), never a hand-picked round number."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from saliency_helpers import ARCHS, SIZE, random_images
+from saliency_helpers import ARCHS, SIZE, assert_maps_match_reference, random_images
 from xiqa.models.zoo import get_module, layers
 from xiqa.saliency import explain
 from xiqa.saliency.methods import normalise
@@ -84,10 +88,11 @@ def test_gradcam_and_input_x_gradient_match_captum(arch: str, random_model) -> N
     x = random_images(3, seed=11)
     target = model(x).argmax(1)
     maps = explain(model, x, ["gradcam", "input_x_gradient"], arch=arch)
-    torch.testing.assert_close(maps["gradcam"], normalise(captum_gradcam(model, arch, x, target)[:, 0]),
-                               atol=1e-5, rtol=0)
-    ixg = captum_attr.InputXGradient(model).attribute(x, target=target)
-    torch.testing.assert_close(maps["input_x_gradient"], reduce(ixg), atol=1e-5, rtol=0)
+    assert_maps_match_reference(maps["gradcam"], lambda x, t: normalise(captum_gradcam(model, arch, x, t)[:, 0]),
+                                x, target, f"{arch} gradcam")
+    ixg = captum_attr.InputXGradient(model)
+    assert_maps_match_reference(maps["input_x_gradient"], lambda x, t: reduce(ixg.attribute(x, target=t)),
+                                x, target, f"{arch} input_x_gradient")
 
 
 @pytest.mark.parametrize("arch", ["resnet34", "resnet50"])
@@ -96,11 +101,14 @@ def test_guided_backprop_and_guided_gradcam_match_captum_on_resnets(arch: str, r
     x = random_images(3, seed=12)
     target = torch.tensor([1, 0, 1])  # not (necessarily) the predicted class
     maps = explain(model, x, ["guided_backprop", "guided_gradcam"], arch=arch, target=target)
-    gbp = captum_attr.GuidedBackprop(model).attribute(x, target=target)
-    torch.testing.assert_close(maps["guided_backprop"], reduce(gbp), atol=1e-5, rtol=0)
+    gbp = captum_attr.GuidedBackprop(model)
+    assert_maps_match_reference(maps["guided_backprop"], lambda x, t: reduce(gbp.attribute(x, target=t)),
+                                x, target, f"{arch} guided_backprop")
     layer = get_module(model, layers(arch)["gradcam"][0])
-    ggc = captum_attr.GuidedGradCam(model, layer).attribute(x, target=target, interpolate_mode="bilinear")
-    torch.testing.assert_close(maps["guided_gradcam"], reduce(ggc), atol=1e-5, rtol=0)
+    ggc = captum_attr.GuidedGradCam(model, layer)
+    assert_maps_match_reference(
+        maps["guided_gradcam"], lambda x, t: reduce(ggc.attribute(x, target=t, interpolate_mode="bilinear")),
+        x, target, f"{arch} guided_gradcam")
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "efficientnet-b0"])
@@ -109,10 +117,12 @@ def test_guided_silu_rule_matches_module_swap_reference_and_is_not_the_plain_gra
     x = random_images(3, seed=13)
     target = torch.tensor([0, 1, 1])
     maps = explain(model, x, ["guided_backprop", "guided_gradcam", "input_x_gradient"], arch=arch, target=target)
-    guided = guided_reference(model, x, target)
-    torch.testing.assert_close(maps["guided_backprop"], reduce(guided), atol=1e-5, rtol=0)
-    cam = captum_gradcam(model, arch, x, target)
-    torch.testing.assert_close(maps["guided_gradcam"], reduce(guided * cam), atol=1e-5, rtol=0)
+    assert_maps_match_reference(maps["guided_backprop"], lambda x, t: reduce(guided_reference(model, x, t)),
+                                x, target, f"{arch} guided_backprop")
+    assert_maps_match_reference(
+        maps["guided_gradcam"],
+        lambda x, t: reduce(guided_reference(model, x, t) * captum_gradcam(model, arch, x, t)),
+        x, target, f"{arch} guided_gradcam")
     # Captum's GuidedBackprop only hooks ReLUs: on a SiLU network it is the plain gradient, which
     # is exactly the silent degradation the guided rule must avoid.
     plain = captum_attr.GuidedBackprop(model).attribute(x, target=target)
