@@ -65,7 +65,7 @@ from scipy.ndimage import gaussian_filter
 from xiqa.data import track
 from xiqa.data.images import write_jpeg, write_png
 from xiqa.data.lvot import MANIFEST, mask_to_box
-from xiqa.data.objectcxr import format_annotation
+from xiqa.data.objectcxr import format_annotation, parse_annotation
 from xiqa.errors import XiqaError
 
 # Independent random streams per purpose (a stream id is the second seed word).
@@ -184,9 +184,10 @@ class _Patient:
         slack = np.array([sw - scale * width, sh - scale * height]) / 2
         centre = np.array([sw, sh]) / 2 + rng.uniform(-1, 1, 2) * np.maximum(slack, 0) * 0.8
         self.mm = float(rng.uniform(*FIELD_MM) / sw * scale)  # millimetres per output pixel
-        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-        px = (x + 0.5 - width / 2) * scale * (-1 if flip else 1) * stretch[0]
-        py = (y + 0.5 - height / 2) * scale * stretch[1]
+        x = (np.arange(width, dtype=np.float32) + 0.5 - width / 2)[None, :]
+        y = (np.arange(height, dtype=np.float32) + 0.5 - height / 2)[:, None]
+        px = x * (scale * (-1 if flip else 1) * stretch[0])
+        py = y * (scale * stretch[1])
         # elastic: a smooth displacement of up to a few per cent of the radiograph's side
         amp = rng.uniform(0.01, 0.025) * min(sh, sw)
         px = px + amp * _smooth_field((height, width), rng, 4)
@@ -223,19 +224,20 @@ class _Patient:
 def _collimation(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Collimator blades on 0-4 sides: a soft-edged weight ``[H, W]`` (1 outside the field) and
     the display level there (white: unexposed plate; black: an electronic shutter)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    u, v = (x + 0.5) / width, (y + 0.5) / height
     tilt = np.deg2rad(rng.uniform(-2, 2))
-    ru = (u - 0.5) * np.cos(tilt) - (v - 0.5) * np.sin(tilt) + 0.5
-    rv = (u - 0.5) * np.sin(tilt) + (v - 0.5) * np.cos(tilt) + 0.5
-    edge = 1.0 / min(height, width)
-    weight = np.zeros((height, width), dtype=np.float32)
-    for coord, sign in ((ru, 1), (ru, -1), (rv, 1), (rv, -1)):
-        if rng.random() < 0.4:
-            margin = rng.uniform(0.005, 0.06)
-            dist = (coord if sign > 0 else 1 - coord) - margin
-            weight = np.maximum(weight, 0.5 * (1 - np.tanh(dist / edge)))
+    blades = [(axis, side, rng.uniform(0.005, 0.06)) for axis in (0, 1) for side in (0, 1)
+              if rng.random() < 0.4]
     level = 1.0 if rng.random() < 0.7 else 0.0
+    weight = np.zeros((height, width), dtype=np.float32)
+    if not blades:
+        return weight, level
+    u = ((np.arange(width, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
+    v = ((np.arange(height, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
+    rotated = (u * np.cos(tilt) - v * np.sin(tilt) + 0.5, u * np.sin(tilt) + v * np.cos(tilt) + 0.5)
+    edge = 1.0 / min(height, width)
+    for axis, side, margin in blades:
+        dist = (rotated[axis] if side == 0 else 1 - rotated[axis]) - margin
+        weight = np.maximum(weight, 0.5 * (1 - np.tanh(dist / edge)))
     return weight, level
 
 
@@ -519,20 +521,26 @@ def _patient_anatomy(seed: int, patient: int) -> dict:
     """Per-patient geometry (mm) and tissue levels of the 4-chamber phantoms."""
     rng = _rng(seed, _PATIENT, patient)
     fov = rng.uniform(*FOV_MM)
-    r, phi = rng.uniform(0, 0.12) * fov, rng.uniform(0, 2 * np.pi)
+    angle = np.deg2rad(rng.uniform(-85, -35))  # apex direction: up and to the right
+    scale = rng.uniform(0.7, 0.9)
+    # the operator centres the view on the heart (its middle within 10 % of the field of the
+    # image centre); the crux lies 30 mm toward the base from there, the spine 60-80 mm behind
+    # the crux and slightly to the patient's right, and the body around the spine
+    r, phi = rng.uniform(0, 0.1) * fov, rng.uniform(0, 2 * np.pi)
+    crux = np.array([r * np.cos(phi), r * np.sin(phi)]) - 30 * scale * np.r_[np.cos(angle), np.sin(angle)]
+    spine = crux + np.r_[rng.uniform(-20, 10), rng.uniform(60, 80)]
+    subcutaneous, half_ap = rng.uniform(6, 28), rng.uniform(105, 150)
     return {
-        "fov": fov,
-        # the crux sits near the image centre, where the operator centres a cardiac view
-        "crux": np.array([r * np.cos(phi), r * np.sin(phi)]),
-        "angle": np.deg2rad(rng.uniform(-85, -35)),  # apex direction: up and to the right
-        "scale": rng.uniform(0.7, 0.9),
+        "fov": fov, "crux": crux, "angle": angle, "scale": scale, "spine": spine,
         "cavities": {k: np.r_[c[:2], np.array(c[2:4]) * rng.uniform(0.85, 1.15, 2), c[4]]
                      for k, c in _CAVITIES.items()},
         "levels": {k: v * rng.uniform(0.85, 1.15) for k, v in _LEVELS.items()},
-        "body": np.r_[rng.uniform(-10, 10), rng.uniform(0, 25), rng.uniform(150, 215),
-                      rng.uniform(105, 150)],
-        "subcutaneous": rng.uniform(6, 30), "wall": rng.uniform(12, 24),
-        "epicardial": rng.uniform(1.5, 7), "grooves": rng.uniform(6, 14, 2),
+        "body": np.r_[spine[0] + rng.uniform(-5, 5), spine[1] + 45 + subcutaneous - half_ap,
+                      rng.uniform(150, 215), half_ap],
+        # subcutaneous fat: thicker on one side (breast, flank) than the other
+        "subcutaneous": subcutaneous, "fat_side": rng.uniform(0, 2 * np.pi),
+        "wall": rng.uniform(12, 24), "epicardial": rng.uniform(0.5, 3),
+        "grooves": rng.uniform(6, 14, 2),
         "liver": np.r_[rng.uniform(-0.7, -0.4), rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.5, 2)],
         "coil": np.r_[rng.uniform(50, 110), rng.uniform(0.3, 0.8, 2)],
         "noise": rng.uniform(0.02, 0.06), "psf": rng.uniform(0.4, 0.8),
@@ -569,8 +577,10 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
     bx, by, brx, bry = anat["body"]
     body_sd = _ellipse_sd(x, y, bx, by, brx, bry)
     paint(_edge(body_sd, pixel), lev["fat"] * (1 + 0.05 * _smooth_field(img.shape, rng, 6)))
-    paint(_edge(body_sd + anat["subcutaneous"], pixel), lev["muscle"])
-    thorax = _edge(body_sd + anat["subcutaneous"] + anat["wall"], pixel)
+    around = np.arctan2((y - by) / bry, (x - bx) / brx) - anat["fat_side"]
+    fat = anat["subcutaneous"] * (1 + 0.5 * np.cos(around))
+    paint(_edge(body_sd + fat, pixel), lev["muscle"])
+    thorax = _edge(body_sd + fat + anat["wall"], pixel)
     paint(thorax, lev["lung"])
     for vx, vy in anat["vessels"]:  # pulmonary vessels in the lungs
         paint(thorax * _edge(np.hypot(x - vx * brx * 0.8, y - vy * bry * 0.7) - 2.5, pixel),
@@ -579,7 +589,7 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
     paint(thorax * _edge(_ellipse_sd(x, y, bx + lu * brx, by + lv * bry, lru * brx, lrv * bry), pixel),
           lev["liver"])
     # spine, paraspinal muscle and the descending aorta at the back of the chest
-    sx, sy = bx, by + bry - anat["subcutaneous"] - 45
+    sx, sy = anat["spine"]
     paint(_edge(_ellipse_sd(x, y, sx, sy + 10, 55, 35), pixel) * thorax, lev["muscle"])
     paint(_edge(np.hypot(x - sx, y - sy) - 17, pixel), lev["marrow"])
     paint(_edge(np.hypot(x - sx - 28, y - sy + 22) - 12, pixel), 0.85 * lev["blood"])
@@ -687,3 +697,41 @@ def write_lvot(target: Path | str, n_patients: int, slices_per_patient: int, siz
         rows.append({"patient_id": pid, "image": image, "mask": mask_name, "label": label})
     pd.DataFrame(rows, columns=["patient_id", "image", "mask", "label"]).to_csv(
         target / MANIFEST, index=False, lineterminator="\n")
+
+
+# --------------------------------------------------------------------------- contact sheets
+def contact_sheet(dataset: str, path: Path | str, n: int = 16, seed: int = 0, tile: int = 224,
+                  sizes: tuple[int, int] = (224, 288)) -> Path:
+    """Write a square contact sheet of the first ``n`` phantoms of ``dataset`` ("objectcxr" or
+    "lvot") as an RGB PNG with the label boxes in red: Object-CXR images drawn at ``sizes``
+    (min, max), LVOT slices at ``sizes[0]``, each shown at ``tile`` x ``tile`` pixels."""
+    from PIL import Image, ImageDraw
+
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    sheet = Image.new("RGB", (cols * tile, rows * tile), (0, 0, 0))
+    if dataset == "objectcxr":
+        labels = _balanced_labels(n, seed)
+        items = []
+        for i in range(n):
+            img, annotation = objectcxr_image(i, int(labels[i]), seed, *sizes)
+            items.append((img, parse_annotation(annotation)))
+    elif dataset == "lvot":
+        items = []
+        for i in range(n):  # two slices per patient, one of each label
+            img, mask = lvot_slice(i // 2, i % 2, (i + i // 2) % 2, seed, sizes[0])
+            items.append((img, [] if mask is None else [mask_to_box(mask)]))
+    else:
+        raise XiqaError(f"contact sheet: dataset must be objectcxr or lvot, got {dataset!r}")
+    for i, (img, boxes) in enumerate(items):
+        h, w = img.shape
+        picture = Image.fromarray(img).convert("RGB").resize((tile, tile), Image.BILINEAR)
+        draw = ImageDraw.Draw(picture)
+        for x0, y0, x1, y1 in boxes:
+            draw.rectangle([x0 * tile / w, y0 * tile / h, (x1 + 1) * tile / w - 1,
+                            (y1 + 1) * tile / h - 1], outline=(255, 40, 40), width=1)
+        sheet.paste(picture, ((i % cols) * tile, (i // cols) * tile))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, format="PNG", optimize=True)
+    return path
