@@ -83,7 +83,8 @@ def test_objectcxr_boxes_are_the_tight_boxes_of_the_drawn_objects():
         rng = phantoms._rng(0, phantoms._CHEST, index)
         height, width = (int(s) for s in rng.integers(96, 129, size=2))
         patient = phantoms._Patient(height, width, 128, rng)
-        added, objects = phantoms.foreign_objects(patient, phantoms._rng(0, phantoms._OBJECTS, index))
+        objects_rng = phantoms._rng(0, phantoms._OBJECTS, index)
+        added, objects = phantoms.foreign_objects(patient, objects_rng)
         boxes = objectcxr.parse_annotation(objectcxr.format_annotation(objects))
         assert 1 <= len(boxes) <= 4
         covered = _covered(added.shape, boxes)

@@ -262,28 +262,33 @@ def _curve(rng: np.random.Generator, length: float, step: float, bend: float) ->
     return pts - pts[n // 2]
 
 
+def _disc(r: float, centre: tuple[float, float] = (0.0, 0.0), n: int = 48) -> np.ndarray:
+    return _ellipse_pts(r, r, n) + np.asarray(centre)
+
+
 def _coin(rng: np.random.Generator) -> _Kind:
-    d = rng.uniform(16, 30)
+    d = rng.uniform(16, 30)  # seen slightly obliquely
     return 1, [("poly", _ellipse_pts(d / 2, d / 2 * rng.uniform(0.75, 1.0)), 1.0)], (0.6, 1.5)
 
 
 def _button(rng: np.random.Generator) -> _Kind:
     d = rng.uniform(10, 24)
     holes = int(rng.choice([2, 4]))
-    shapes = [("poly", _ellipse_pts(d / 2, d / 2), 1.0), ("poly", _ellipse_pts(d / 2.8, d / 2.8), 0.8)]
+    shapes = [("poly", _disc(d / 2), 1.0), ("poly", _disc(d / 2.8), 0.8)]  # a raised rim
     for k in range(holes):
         a = 2 * np.pi * k / holes + np.pi / 4
-        shapes.append(("poly", _ellipse_pts(d / 14, d / 14, 12) + d / 7 * np.r_[np.cos(a), np.sin(a)], 0.0))
+        shapes.append(("poly", _disc(d / 14, (d / 7 * np.cos(a), d / 7 * np.sin(a)), 12), 0.0))
     metal = rng.random() < 0.4
     return 1, shapes, (0.5, 1.2) if metal else (0.05, 0.25)
 
 
 def _clip(rng: np.random.Generator) -> _Kind:
+    """A paper clip: one wire bent into three nested loops."""
     length, wide, w = rng.uniform(25, 45), rng.uniform(7, 10), rng.uniform(0.8, 1.2)
     x0, x1 = -length / 2, length / 2
-    outer = [(x1, wide / 2), (x0, wide / 2), (x0, -wide / 2), (x1 - 3, -wide / 2), (x1 - 3, wide / 4),
-             (x0 + 4, wide / 4), (x0 + 4, -wide / 5), (x1 - 7, -wide / 5)]
-    return 0, [("line", np.array(outer), w, 1.0)], (0.6, 1.5)
+    path = [(x1, wide / 2), (x0, wide / 2), (x0, -wide / 2), (x1 - 3, -wide / 2),
+            (x1 - 3, wide / 4), (x0 + 4, wide / 4), (x0 + 4, -wide / 5), (x1 - 7, -wide / 5)]
+    return 0, [("line", np.array(path), w, 1.0)], (0.6, 1.5)
 
 
 def _wire(rng: np.random.Generator) -> _Kind:
@@ -298,30 +303,32 @@ def _chain(rng: np.random.Generator) -> _Kind:
     pts = _curve(rng, rng.uniform(60, 200), 0.5, 0.04)
     bead = rng.uniform(1.8, 4.0)
     step = max(1, int(round(bead * 1.25 / 0.5)))
-    shapes = [("poly", _ellipse_pts(bead / 2, bead / 2, 12) + p, 1.0) for p in pts[::step]]
+    shapes = [("poly", _disc(bead / 2, tuple(p), 12), 1.0) for p in pts[::step]]
     if rng.random() < 0.4:  # a pendant
         shapes.append(("poly", _ellipse_pts(6, 8) + pts[len(pts) // 2] + [0, 8], 1.0))
     return 2, shapes, (0.5, 1.3)
 
 
 def _electrode(rng: np.random.Generator) -> _Kind:
+    """An ECG electrode: a nearly radiolucent foam pad around a metal snap."""
     d, snap = rng.uniform(30, 50), rng.uniform(8, 12)
     pad = rng.uniform(0.04, 0.15)
-    shapes = [("poly", _ellipse_pts(d / 2, d / 2), pad), ("poly", _ellipse_pts(snap / 2, snap / 2), 1.0),
-              ("poly", _ellipse_pts(snap / 4, snap / 4), pad + 0.2)]
+    shapes = [("poly", _disc(d / 2), pad), ("poly", _disc(snap / 2), 1.0),
+              ("poly", _disc(snap / 4), pad + 0.2)]
     return 1, shapes, (0.6, 1.3)
 
 
 def _pin(rng: np.random.Generator) -> _Kind:
-    length = rng.uniform(20, 45)
+    half = rng.uniform(10, 22.5)
     if rng.random() < 0.5:  # straight pin with a round head
-        return 2, [("line", np.array([[-length / 2, 0], [length / 2, 0]]), rng.uniform(0.6, 1.0), 1.0),
-                   ("poly", _ellipse_pts(1.5, 1.5, 12) + [-length / 2, 0], 1.0)], (0.6, 1.5)
+        shaft = np.array([[-half, 0], [half, 0]])
+        return 2, [("line", shaft, rng.uniform(0.6, 1.0), 1.0),
+                   ("poly", _disc(1.5, (-half, 0), 12), 1.0)], (0.6, 1.5)
     wide = rng.uniform(4, 7)  # safety pin: two shafts, a coil and a clasp
-    return 2, [("line", np.array([[-length / 2, 0], [length / 2, wide / 2], [-length / 2, wide]]), 0.9, 1.0),
-               ("poly", _ellipse_pts(2.2, 2.2, 16) + [-length / 2, wide / 2], 1.0),
-               ("poly", np.array([[length / 2 - 1, -1], [length / 2 + 3, -1],
-                                  [length / 2 + 3, wide + 1], [length / 2 - 1, wide + 1]]), 1.0)], (0.6, 1.5)
+    shafts = np.array([[-half, 0], [half, wide / 2], [-half, wide]])
+    clasp = np.array([[half - 1, -1], [half + 3, -1], [half + 3, wide + 1], [half - 1, wide + 1]])
+    return 2, [("line", shafts, 0.9, 1.0), ("poly", _disc(2.2, (-half, wide / 2), 16), 1.0),
+               ("poly", clasp, 1.0)], (0.6, 1.5)
 
 
 OBJECT_KINDS = {"coin": _coin, "button": _button, "clip": _clip, "wire": _wire, "chain": _chain,
@@ -350,7 +357,8 @@ def _render(shapes: list[tuple], angle: float, mm: float, blur: float, supersamp
         if s[0] == "poly":
             draw.polygon(pts, fill=int(round(255 * s[2])))
         else:
-            draw.line(pts, fill=int(round(255 * s[3])), width=max(1, int(round(s[2] * ss))), joint="curve")
+            width = max(1, int(round(s[2] / mm * ss)))  # s[2]: the line's width in mm
+            draw.line(pts, fill=int(round(255 * s[3])), width=width, joint="curve")
     arr = np.asarray(canvas, dtype=np.float32).reshape(h, ss, w, ss).mean(axis=(1, 3)) / 255
     return gaussian_filter(arr, blur), -lo
 
@@ -380,14 +388,15 @@ def foreign_objects(patient: _Patient, rng: np.random.Generator
         patch = np.where(patch >= 0.01 * patch.max(), patch, 0) * rng.uniform(*contrast)
         cy, cx = divmod(int(rng.choice(candidates)), width)
         x0, y0 = cx - int(round(origin[0])), cy - int(round(origin[1]))
-        ys, xs = slice(max(y0, 0), min(y0 + patch.shape[0], height)), slice(max(x0, 0), min(x0 + patch.shape[1], width))
+        ys = slice(max(y0, 0), min(y0 + patch.shape[0], height))
+        xs = slice(max(x0, 0), min(x0 + patch.shape[1], width))
         piece = patch[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
         local = mask_to_box(piece > 0)
         if local is None:
             continue
         box = (local[0] + xs.start, local[1] + ys.start, local[2] + xs.start, local[3] + ys.start)
-        if any(box[0] <= t[2] + 2 and t[0] <= box[2] + 2 and box[1] <= t[3] + 2 and t[1] <= box[3] + 2
-               for t in taken):
+        if any(box[0] <= t[2] + 2 and t[0] <= box[2] + 2 and box[1] <= t[3] + 2
+               and t[1] <= box[3] + 2 for t in taken):
             continue  # boxes apart, so that every box holds one object
         taken.append(box)
         added[ys, xs] += piece
@@ -527,7 +536,8 @@ def _patient_anatomy(seed: int, patient: int) -> dict:
     # image centre); the crux lies 30 mm toward the base from there, the spine 60-80 mm behind
     # the crux and slightly to the patient's right, and the body around the spine
     r, phi = rng.uniform(0, 0.1) * fov, rng.uniform(0, 2 * np.pi)
-    crux = np.array([r * np.cos(phi), r * np.sin(phi)]) - 30 * scale * np.r_[np.cos(angle), np.sin(angle)]
+    middle = np.array([r * np.cos(phi), r * np.sin(phi)])
+    crux = middle - 30 * scale * np.r_[np.cos(angle), np.sin(angle)]
     spine = crux + np.r_[rng.uniform(-20, 10), rng.uniform(60, 80)]
     subcutaneous, half_ap = rng.uniform(6, 28), rng.uniform(105, 150)
     return {
@@ -586,8 +596,8 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
         paint(thorax * _edge(np.hypot(x - vx * brx * 0.8, y - vy * bry * 0.7) - 2.5, pixel),
               0.5 * lev["blood"])
     lu, lv, lru, lrv = anat["liver"]  # the right lobe's dome, low on the patient's right
-    paint(thorax * _edge(_ellipse_sd(x, y, bx + lu * brx, by + lv * bry, lru * brx, lrv * bry), pixel),
-          lev["liver"])
+    liver = _ellipse_sd(x, y, bx + lu * brx, by + lv * bry, lru * brx, lrv * bry)
+    paint(thorax * _edge(liver, pixel), lev["liver"])
     # spine, paraspinal muscle and the descending aorta at the back of the chest
     sx, sy = anat["spine"]
     paint(_edge(_ellipse_sd(x, y, sx, sy + 10, 55, 35), pixel) * thorax, lev["muscle"])
