@@ -33,7 +33,7 @@ LVOT (bSSFP cine, 4-chamber view), drawn in millimetres on a 320-400 mm field of
   valves, a papillary muscle and a moderator band; bright epicardial fat (thicker in the
   atrioventricular grooves) and subcutaneous fat; grey chest wall, paraspinal muscle, liver and
   vertebra; dark lungs with a few vessels; the descending aorta behind the left atrium.
-- Per patient: heart position (crux within 12 % of the field of the image centre), size,
+- Per patient: heart position (its middle within 10 % of the field from the image centre), size,
   orientation (apex 35-85 deg above the horizontal, to the right), cavity sizes, tissue levels
   (+-15 %), body habitus, fat thickness, coil reach; per slice: +-3 mm, +-3 deg and the cardiac
   phase. A point-spread blur, a coil bias field (anterior and posterior arrays times a smooth
@@ -41,8 +41,9 @@ LVOT (bSSFP cine, 4-chamber view), drawn in millimetres on a 320-400 mm field of
   is fixed per slice from the blood level and the bias, not from the pixels.
 - The label: in about half of the slices the left-ventricular outflow tract, a channel of blood
   (radius 8-12 mm, the blood level times 0.85-1.0) from the basal septal LV toward the aortic
-  root between the atria, with a thin dark wall. It is blood, so never brighter than the blood
-  pool. Its mask is every pixel it changes (lumen and wall); the box is the mask's tight box.
+  root between the atria, with a thin dark wall. It is blood: its level is the blood pool's,
+  not above it. Its mask is every pixel it changes (lumen and wall); the box is the mask's
+  tight box.
 
 Both datasets: labels are a seeded balanced permutation; the background of an image comes from
 its own stream seeded by ``(seed, index)`` and drawn identically whatever the label, and the
@@ -92,7 +93,7 @@ _LUNG_POLYGONS = (
     ((0.59, 0.09), (0.71, 0.08), (0.81, 0.17), (0.88, 0.35), (0.91, 0.58), (0.91, 0.77),
      (0.78, 0.72), (0.68, 0.64), (0.60, 0.51), (0.57, 0.31)),
 )
-FIELD_MM = (330.0, 430.0)  # Object-CXR phantoms: the width of the imaged field, millimetres
+FIELD_MM = (330.0, 430.0)  # Object-CXR phantoms: the radiograph's width per patient, mm
 
 
 @functools.lru_cache(maxsize=1)
@@ -553,7 +554,7 @@ def _patient_anatomy(seed: int, patient: int) -> dict:
         "grooves": rng.uniform(6, 14, 2),
         "liver": np.r_[rng.uniform(-0.7, -0.4), rng.uniform(0.25, 0.5), rng.uniform(0.3, 0.5, 2)],
         "coil": np.r_[rng.uniform(50, 110), rng.uniform(0.3, 0.8, 2)],
-        "noise": rng.uniform(0.02, 0.06), "psf": rng.uniform(0.4, 0.8),
+        "noise": rng.uniform(0.02, 0.06), "psf": rng.uniform(0.8, 1.6),  # sigma, mm
         "vessels": rng.uniform(-1, 1, (int(rng.integers(6, 20)), 2)),
     }
 
@@ -627,7 +628,7 @@ def lvot_slice(patient: int, index: int, label: int, seed: int, size: int
     paint(_edge(_ellipse_sd(a, b, 40, 38, 7, 4), hp), lev["myo"])  # papillary muscle
     moderator = _capsule_sd(a, b, np.array([45.0, -12.0]), np.array([38.0, -38.0]), 1.2)
     paint(_edge(moderator, hp), lev["myo"])
-    img = gaussian_filter(img, anat["psf"] / pixel * 2)
+    img = gaussian_filter(img, anat["psf"] / pixel)
 
     mask = None
     if label:
