@@ -174,7 +174,9 @@ class _Patient:
     def __init__(self, height: int, width: int, max_size: int, rng: np.random.Generator):
         from scipy.ndimage import map_coordinates
 
-        factor = max(1, int(0.7 * 1841 / max_size))
+        # the working resolution: the radiograph reduced until the output still samples it finer
+        # than its pixels (the output covers at least 70 % of it)
+        factor = max(1, int(0.7 * min(_radiograph_pixels().shape) / max_size))
         src, lung_src = _radiograph(factor)
         sh, sw = src.shape
         # crop and scale: the output covers 70-100 % of the radiograph's limiting side
