@@ -63,7 +63,7 @@ from xiqa.errors import XiqaError
 from xiqa.evaluation.pointing_game import MetricInfo
 from xiqa.saliency.methods import constant_maps
 
-__all__ = ["CENTRE_SIGMA", "METRICS", "NAMES", "TOPK_FRACTION", "Scores", "auc", "baselines",
+__all__ = ["CENTRE_SIGMA", "METRICS", "NAMES", "TOPK_FRACTION", "Scores", "auc", "average_ranks", "baselines",
            "box_mask", "box_masks", "centre_gaussian_map", "mass_accuracy", "rank_accuracy",
            "scores", "topk_count", "topk_intersection", "uniform_map"]
 
@@ -87,9 +87,8 @@ OnConstant = Literal["nan", "score"]
 # --------------------------------------------------------------------------- masks
 def _boxes_long(b: Tensor | np.ndarray, image: int) -> Tensor:
     t = torch.as_tensor(b).reshape(-1, 4)
-    if t.is_floating_point():
-        if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
-            raise XiqaError(f"boxes of image {image} must be integer pixel indices, got {t.tolist()}")
+    if t.is_floating_point() and not (bool(torch.isfinite(t).all()) and bool((t == t.round()).all())):
+        raise XiqaError(f"boxes of image {image} must be integer pixel indices, got {t.tolist()}")
     return t.to(torch.long)
 
 
@@ -151,7 +150,7 @@ class Scores:
         """``{name: float64 [N]}`` for the four metrics, keys as in :data:`METRICS`."""
         return {name: getattr(self, name) for name in NAMES}
 
-    def __getitem__(self, index: Tensor | slice) -> "Scores":
+    def __getitem__(self, index: Tensor | slice) -> Scores:
         return Scores(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
 
@@ -194,19 +193,33 @@ class _Ranked:
         return (frac * self.mask).sum(1)
 
 
-def _rank(flat_maps: Tensor, flat_masks: Tensor) -> _Ranked:
-    values, order = flat_maps.sort(dim=1, descending=True)  # the one sort per map
-    mask = flat_masks.gather(1, order)
+def _tie_groups(values: Tensor) -> tuple[Tensor, Tensor]:
+    """For rows sorted either way, [N, P]: the 1-based first and last position (int32 [N, P]) of
+    the run of equal values each entry belongs to."""
     n, p = values.shape
-    # int32 positions halve the memory traffic of the O(P) passes below (P < 2³¹ pixels)
+    # int32 positions halve the memory traffic of these O(P) passes (P < 2³¹ pixels)
     pos = torch.arange(1, p + 1, dtype=torch.int32, device=values.device).expand(n, p)
-    starts = torch.ones_like(mask)
+    starts = torch.ones(n, p, dtype=torch.bool, device=values.device)
     starts[:, 1:] = values[:, 1:] != values[:, :-1]
-    ends = torch.ones_like(mask)
+    ends = torch.ones_like(starts)
     ends[:, :-1] = starts[:, 1:]
     first = torch.where(starts, pos, 0).cummax(1).values
     last = torch.where(ends, pos, p + 1).flip(1).cummin(1).values.flip(1)
-    return _Ranked(mask, first, last)
+    return first, last
+
+
+def _rank(flat_maps: Tensor, flat_masks: Tensor) -> _Ranked:
+    values, order = flat_maps.sort(dim=1, descending=True)  # the one sort per map
+    return _Ranked(flat_masks.gather(1, order), *_tie_groups(values))
+
+
+def average_ranks(x: Tensor) -> Tensor:
+    """Float64 [N, P]: the ascending ranks 1..P of each row of ``x`` [N, P], ties getting their
+    average rank (``scipy.stats.rankdata(method="average")``)."""
+    values, order = x.sort(dim=1)
+    first, last = _tie_groups(values)
+    return torch.empty(x.shape, dtype=torch.float64, device=x.device).scatter_(
+        1, order, (first + last).to(torch.float64) / 2)
 
 
 def _mass(flat_maps: Tensor, flat_masks: Tensor) -> Tensor:
@@ -230,9 +243,9 @@ def _finish(mass: Tensor, rank: Tensor, auc_: Tensor, topk: Tensor, flat_maps: T
     constant = constant_maps(flat_maps)
     empty = n_in == 0
     undefined = empty | constant if on_constant == "nan" else empty
-    out = [torch.where(undefined, math.nan, m) for m in (mass, rank, auc_, topk)]
-    out[2] = torch.where(n_in == flat_maps.shape[1], math.nan, out[2])
-    return Scores(*out, constant=constant, empty=empty)
+    mass, rank, auc_, topk = (torch.where(undefined, math.nan, m) for m in (mass, rank, auc_, topk))
+    auc_ = torch.where(n_in == flat_maps.shape[1], math.nan, auc_)  # no pixel outside the mask
+    return Scores(mass, rank, auc_, topk, constant=constant, empty=empty)
 
 
 def scores(maps: Tensor, masks: Tensor, *, topk_fraction: float = TOPK_FRACTION,
