@@ -125,6 +125,14 @@ def test_reinitialised_blocks_follow_the_fr_rule_and_depend_only_on_the_seed(tra
 
 
 # --------------------------------------------------------------------------- similarities
+def test_average_ranks_equal_scipy_rankdata_with_ties() -> None:
+    from xiqa.evaluation.localisation import average_ranks
+
+    x = torch.randint(0, 7, (6, 40), generator=torch.Generator().manual_seed(3)).float()
+    x[0] = 2.0  # one run of 40 ties
+    np.testing.assert_array_equal(average_ranks(x).numpy(), scipy.stats.rankdata(x.numpy(), axis=1))
+
+
 def test_spearman_of_absolute_maps_equals_scipy_and_quantus_with_ties_and_signs() -> None:
     from quantus.functions.similarity_func import correlation_spearman
 

@@ -171,9 +171,6 @@ def _flatten(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         raise XiqaError(f"masks must be bool, got {masks.dtype}")
     if maps.shape[1] * maps.shape[2] == 0:
         raise XiqaError(f"maps must have at least one pixel, got shape {tuple(maps.shape)}")
-    bad = ~torch.isfinite(maps.flatten(1)).all(1)
-    if bool(bad.any()):
-        raise XiqaError(f"map {int(bad.nonzero()[0, 0])} has non-finite values (NaN or inf)")
     return maps.flatten(1), masks.flatten(1)
 
 
@@ -189,8 +186,21 @@ def _top(sorted_all: np.ndarray, sorted_in: np.ndarray, k: int) -> float:
     return float(above_in + (k - above_all) * (hi_in - lo_in) / (hi_all - lo_all))
 
 
+def _below_half(sorted_all: np.ndarray, sorted_in: np.ndarray) -> float:
+    """Σ_{v in sorted_in} (#{a < v} + #{a ≤ v}) / 2 over the map's values ``sorted_all``."""
+    left = np.searchsorted(sorted_all, sorted_in, "left")
+    # #{a ≤ v} = left + 1 unless v is tied in the map: search again only for those (few) values
+    nxt = np.minimum(left + 1, sorted_all.size - 1)
+    tied = (left + 1 < sorted_all.size) & (sorted_all[nxt] == sorted_in)
+    right_tied = np.searchsorted(sorted_all, sorted_in[tied], "right")
+    n = sorted_in.size
+    return float(2 * left.sum(dtype=np.float64) + (n - int(tied.sum()))
+                 + (right_tied.sum(dtype=np.float64) - left[tied].sum(dtype=np.float64))) / 2
+
+
 def _raw_scores(flat_maps: Tensor, flat_masks: Tensor, k: int) -> tuple[np.ndarray, ...]:
-    """Float64 [N] mass, rank, auc, topk of maps [N, P] on masks [N, P], before the NaN rules.
+    """Float64 [N] mass, rank, auc, topk of maps [N, P] on masks [N, P], before the NaN rules,
+    each map's (min, max) as float [N, 2] and its mask's pixel count [N].
 
     Only *values* are sorted (no arg-sort: several times cheaper on the CPU): the whole map once,
     and its mask pixels. AUC = U / (P₁ P₀) with the Mann-Whitney U of the mask pixels,
@@ -201,6 +211,9 @@ def _raw_scores(flat_maps: Tensor, flat_masks: Tensor, k: int) -> tuple[np.ndarr
     m = flat_masks.detach().cpu().numpy()
     n, p = a.shape
     sorted_all = np.sort(a, axis=1)
+    bad = ~np.isfinite(sorted_all[:, [0, -1]]).all(1)  # NaN sorts last, -inf first, +inf last
+    if bad.any():
+        raise XiqaError(f"map {int(np.flatnonzero(bad)[0])} has non-finite values (NaN or inf)")
     out = np.full((4, n), np.nan)
     for i in range(n):
         inside = np.sort(a[i][m[i]])
@@ -209,31 +222,40 @@ def _raw_scores(flat_maps: Tensor, flat_masks: Tensor, k: int) -> tuple[np.ndarr
         out[0, i] = inside.sum(dtype=np.float64) / total if total != 0 else np.nan
         if n_in == 0:
             continue
-        below_half = (np.searchsorted(sorted_all[i], inside, "left").sum(dtype=np.float64)
-                      + np.searchsorted(sorted_all[i], inside, "right").sum(dtype=np.float64)) / 2
+        below_half = _below_half(sorted_all[i], inside)
         out[1, i] = _top(sorted_all[i], inside, n_in) / n_in
         out[2, i] = (below_half - n_in * n_in / 2) / (n_in * (p - n_in)) if n_in < p else np.nan
         out[3, i] = _top(sorted_all[i], inside, k) / k
-    return tuple(out)
+    return (*out, sorted_all[:, [0, -1]], m.sum(1))
 
 
 def average_ranks(x: Tensor) -> Tensor:
-    """Float64 [N, P]: the ascending ranks 1..P of each row of ``x`` [N, P], ties getting their
-    average rank (``scipy.stats.rankdata(method="average")``, which computes it)."""
-    from scipy.stats import rankdata
+    """Float64 [N, P] on the CPU: the ascending ranks 1..P of each row of ``x`` [N, P], ties
+    getting their average rank (as ``scipy.stats.rankdata(method="average")``, ~3 times faster)."""
+    a = x.detach().cpu().numpy()
+    n, p = a.shape
+    order = np.argsort(a, axis=1)
+    srt = np.take_along_axis(a, order, 1)
+    starts = np.ones((n, p), dtype=bool)
+    starts[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    ends = np.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    pos = np.arange(p)
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)  # 0-based start of the tie run
+    last = np.minimum.accumulate(np.where(ends, pos, p)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((n, p), dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, 1)
+    return torch.from_numpy(ranks)
 
-    return torch.from_numpy(np.asarray(rankdata(x.detach().cpu().numpy(), method="average", axis=1),
-                                       dtype=np.float64))
 
-
-def _finish(raw: tuple[np.ndarray, ...], flat_maps: Tensor, flat_masks: Tensor,
-            on_constant: OnConstant) -> Scores:
+def _finish(raw: tuple[np.ndarray, ...], on_constant: OnConstant) -> Scores:
     if on_constant not in ("nan", "score"):
         raise XiqaError(f"on_constant must be 'nan' or 'score', got {on_constant!r}")
-    constant = constant_maps(flat_maps).cpu()
-    empty = ~flat_masks.any(1).cpu()
+    # the constant rule reads only each map's min and max: applied to (min, max) it is exact
+    constant = constant_maps(torch.from_numpy(raw[4]))
+    empty = torch.from_numpy(raw[5] == 0)
     undefined = empty | constant if on_constant == "nan" else empty
-    mass, rank, auc_, topk = (torch.where(undefined, math.nan, torch.from_numpy(v)) for v in raw)
+    mass, rank, auc_, topk = (torch.where(undefined, math.nan, torch.from_numpy(v)) for v in raw[:4])
     return Scores(mass, rank, auc_, topk, constant=constant, empty=empty)
 
 
@@ -244,7 +266,7 @@ def scores(maps: Tensor, masks: Tensor, *, topk_fraction: float = TOPK_FRACTION,
     methods at once, stack their maps along N and repeat the masks."""
     fm, fk = _flatten(maps, masks)
     raw = _raw_scores(fm, fk, topk_count(fm.shape[1], topk_fraction))
-    return _finish(raw, fm, fk, on_constant)
+    return _finish(raw, on_constant)
 
 
 def mass_accuracy(maps: Tensor, masks: Tensor, *, on_constant: OnConstant = "nan") -> Tensor:
