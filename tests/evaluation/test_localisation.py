@@ -235,6 +235,14 @@ def test_bad_input_is_a_clear_error() -> None:
         L.topk_count(100, 0.0)
 
 
+def test_every_metric_carries_its_metadata() -> None:
+    assert L.NAMES == ("mass", "rank", "auc", "topk")
+    for name, info in L.METRICS.items():
+        assert info.name == name and info.higher_is_better and info.needs == ("boxes",) and info.unit
+    got = L.scores(torch.rand(2, 8, 8), torch.ones(2, 8, 8, dtype=torch.bool)).as_dict()
+    assert list(got) == list(L.NAMES) and all(v.dtype == torch.float64 and v.shape == (2,) for v in got.values())
+
+
 def test_topk_count_rounds_half_up_and_stays_in_range() -> None:
     assert L.topk_count(128 * 128) == 819  # 819.2
     assert L.topk_count(224 * 224) == 2509  # 2508.8
