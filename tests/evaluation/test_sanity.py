@@ -227,6 +227,9 @@ def test_mprt_explains_once_per_step_for_the_trained_class_and_compares_with_the
 
     again = S.mprt(trained, x, "resnet34", seed=5)
     pd.testing.assert_frame_equal(frame, again)  # deterministic for a seed
+    calls.clear()
+    chunked = S.mprt(trained, x, "resnet34", seed=5, methods=["gradcam"], batch_size=1)
+    assert len(calls) == 2 * (steps + 1) and len(chunked) == (steps + 1) * 2  # one call per image
 
     means = S.step_means(frame)
     assert len(means) == (steps + 1) * len(METHODS) and (means.n + means.n_constant == 2).all()

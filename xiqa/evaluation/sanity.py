@@ -58,22 +58,22 @@ ORIGINAL = "original"  # the label of step 0: the trained model itself
 def _pairs(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     if a.ndim != 3 or a.shape != b.shape:
         raise XiqaError(f"maps to compare must both be [N, H, W], got {tuple(a.shape)} and {tuple(b.shape)}")
-    return a.abs(), b.abs(), constant_maps(a) | constant_maps(b)
+    return a.abs(), b.abs(), (constant_maps(a) | constant_maps(b)).cpu()
 
 
 def spearman(a: Tensor, b: Tensor) -> Tensor:
-    """Float64 [N]: Spearman rank correlation of ``|a[n]|`` and ``|b[n]|`` (maps [N, H, W]); NaN
+    """Float64 [N] (CPU): Spearman rank correlation of ``|a[n]|`` and ``|b[n]|`` (maps [N, H, W]); NaN
     where either map is constant."""
     a, b, const = _pairs(a, b)
     ra, rb = average_ranks(a.flatten(1)), average_ranks(b.flatten(1))
     ra = ra - ra.mean(1, keepdim=True)
     rb = rb - rb.mean(1, keepdim=True)
     r = (ra * rb).sum(1) / torch.sqrt(ra.square().sum(1) * rb.square().sum(1))
-    return torch.where(const, math.nan, r).cpu()
+    return torch.where(const, math.nan, r)
 
 
 def ssim(a: Tensor, b: Tensor) -> Tensor:
-    """Float64 [N]: SSIM of ``|a[n]|`` and ``|b[n]|`` (maps [N, H, W], at least 7 × 7), with
+    """Float64 [N] (CPU): SSIM of ``|a[n]|`` and ``|b[n]|`` (maps [N, H, W], at least 7 × 7), with
     Quantus' settings (module doc); NaN where either map is constant."""
     from skimage.metrics import structural_similarity
 
@@ -83,7 +83,7 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
     x = a.detach().to("cpu", torch.float64).numpy()
     y = b.detach().to("cpu", torch.float64).numpy()
     out = torch.full((len(x),), math.nan, dtype=torch.float64)
-    for n in np.flatnonzero(~const.cpu().numpy()):
+    for n in np.flatnonzero(~const.numpy()):
         both = np.concatenate([x[n], y[n]])
         out[n] = structural_similarity(x[n], y[n], data_range=float(both.max() - both.min()))
     return out
