@@ -29,7 +29,9 @@ def _he_(module: nn.Module, generator: torch.Generator) -> list[nn.Parameter]:
     """Re-initialise one module's own parameters; returns the parameters it set."""
     done = []
     if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-        nn.init.kaiming_normal_(module.weight, generator=generator)
+        # drawn on the CPU (where ``generator`` lives) and copied: the same weights on any device
+        w = torch.empty(module.weight.shape, dtype=module.weight.dtype)
+        module.weight.copy_(nn.init.kaiming_normal_(w, generator=generator))
         done.append(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
@@ -45,17 +47,23 @@ def _he_(module: nn.Module, generator: torch.Generator) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
+def reinitialise(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Re-initialise every parameter of ``module`` and its submodules in place, as FR does (see
+    module doc), drawing from ``generator`` (a CPU ``torch.Generator``) in ``module.modules()``
+    order. A parameter of a kind it does not know raises ``TypeError`` instead of staying trained."""
+    done: set[int] = set()
+    for sub in module.modules():
+        done.update(id(p) for p in _he_(sub, generator))
+    left = [name for name, p in module.named_parameters() if id(p) not in done]
+    if left:
+        raise TypeError(f"no re-initialisation rule for parameter(s) {', '.join(left[:3])}")
+    return module
+
+
 def fully_randomise(model: nn.Module, seed: int) -> nn.Module:
     """FR: re-initialise every parameter of ``model`` in place from ``seed`` (see module doc).
     A parameter of a kind it does not know raises ``TypeError`` instead of staying trained."""
-    generator = torch.Generator().manual_seed(seed)
-    done: set[int] = set()
-    for module in model.modules():
-        done.update(id(p) for p in _he_(module, generator))
-    left = [name for name, p in model.named_parameters() if id(p) not in done]
-    if left:
-        raise TypeError(f"fully_randomise: no rule for parameter(s) {', '.join(left[:3])}")
-    return model
+    return reinitialise(model, torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()

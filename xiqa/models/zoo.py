@@ -70,6 +70,26 @@ ARCHS: dict[str, ArchSpec] = {
 
 LAYER_KEYS = ("gradcam", "single", "multi")
 
+# Model-parameter randomisation test (Adebayo et al. 2018): the blocks re-initialised one after
+# another, from the logits down; each step is a group of module paths. Together they cover every
+# parameter. The two EfficientNet-B0 implementations get the same ten steps: head, last 1x1 conv
+# + BN, the seven MBConv stages (efficientnet-pytorch numbers blocks, not stages), stem.
+_RESNET_CASCADE = (("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1",), ("conv1", "bn1"))
+_EP_STAGES = tuple(tuple(f"_blocks.{i}" for i in range(a, b))
+                   for a, b in zip(_EP_STAGE_STARTS, (*_EP_STAGE_STARTS[1:], 16)))
+CASCADES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "resnet34": _RESNET_CASCADE,
+    "resnet50": _RESNET_CASCADE,
+    "efficientnet_b0": (("classifier",), *((f"features.{k}",) for k in range(8, -1, -1))),
+    "efficientnet-b0": (("_fc",), ("_conv_head", "_bn1"), *_EP_STAGES[::-1], ("_conv_stem", "_bn0")),
+}
+
+
+def cascade(arch: str) -> tuple[tuple[str, ...], ...]:
+    """The randomisation steps of ``arch`` (see :data:`CASCADES`), logits first."""
+    spec(arch)
+    return CASCADES[arch]
+
 
 def _constructor(arch: str) -> Callable[[], nn.Module]:
     if arch in ("resnet34", "resnet50", "efficientnet_b0"):
