@@ -373,7 +373,7 @@ def to_csv(t: Table) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
                   "±": r"$\pm$", "×": r"$\times$", "σ": r"$\sigma$", "−": "-", "—": "--",
-                  "–": "--", "·": r"$\cdot$"}
+                  "–": "--", "·": r"$\cdot$", "τ": r"$\tau$", "<": r"$<$", ">": r"$>$"}
 
 
 def latex_escape(text: str) -> str:
