@@ -91,7 +91,7 @@ def _expected_baselines(root: Path) -> pd.DataFrame:
                    min(SIZE - 1, int(np.ceil((x1 + 1) * SIZE / w)) - 1), min(SIZE - 1, int(np.ceil((y1 + 1) * SIZE / h)) - 1))
                   for x0, y0, x1, y1 in group[["x0", "y0", "x1", "y1"]].round().astype(int).itertuples(index=False)]
 
-        def hit(u: int, v: int) -> bool:
+        def hit(u: int, v: int, scaled=scaled) -> bool:
             return any(max(x0 - u, 0, u - x1) ** 2 + max(y0 - v, 0, v - y1) ** 2 < tau ** 2
                        for x0, y0, x1, y1 in scaled)
 
@@ -150,7 +150,7 @@ def test_aggregate_runs_and_every_table_format_show_tau_and_the_baselines(study)
     reports = study / "reports"
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
         csv = pd.read_csv(reports / f"{key}.csv", index_col=0)
-        col = [c for c in csv.columns if c.endswith(" mean") and "SR" not in c][0]
+        col = next(c for c in csv.columns if c.endswith(" mean") and "SR" not in c)
         assert csv.loc["chance (uniform peak)", col] == pytest.approx(expected["chance"].mean(), abs=1e-12)
         assert csv.loc["centre peak", col] == pytest.approx(expected["centre"].mean(), abs=1e-12)
         assert csv.loc["τ (input pixels)", col] == 4.8

@@ -148,7 +148,7 @@ def chance_hits(boxes: Sequence[Tensor], size: tuple[int, int], tolerance: float
     w, h = (int(s) for s in size)
     if min(w, h) <= 0:
         raise XiqaError(f"image size must be positive, got {size}")
-    every, owner, counts = _boxes_by_image(boxes, torch.device("cpu"))
+    every, _, counts = _boxes_by_image(boxes, torch.device("cpu"))
     out = torch.full((len(boxes),), math.nan, dtype=torch.float64)
     u = torch.arange(w, dtype=torch.float64).view(1, 1, w)
     v = torch.arange(h, dtype=torch.float64).view(1, h, 1)
