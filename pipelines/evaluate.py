@@ -4,7 +4,8 @@
 (trained, sr, fr) × seed of ``params.yaml``'s grid for that dataset × arch in one process (the
 test split is decoded once and torch / MLflow imported once, instead of once per version). For
 each version it reads ``models/<ds>-<arch>/<cond>/s<seed>.json``, loads the registered model,
-scores the test split (:func:`xiqa.evaluation.scoring.score_split`), logs an evaluation run
+scores the test split (:func:`xiqa.evaluation.scoring.score_split`) at τ in input pixels
+(:meth:`xiqa.params.EvaluateParams.tau_px`), logs an evaluation run
 (experiment ``xiqa-<ds>``, tagged with the model version it scored) and writes
 ``eval/<ds>-<arch>/<cond>-s<seed>.json``. A skipped model (SR without ImageNet weights) is
 passed through as ``{status: skipped, reason}`` without a run. ``--condition`` / ``--seed``
@@ -86,6 +87,7 @@ class _Context:
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
         ev = params.evaluate
         self.image_size = params.train.recipe(dataset).image_size
+        self.tau_px = ev.tau_px(dataset, self.image_size)  # τ in input pixels, logged by every run
         self.split = load_split(root, dataset, "test", self.image_size)
         self.boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
         self.scored = [i for i in self.split.ids if len(self.boxes.get(i, ())) > 0]
@@ -113,7 +115,8 @@ class _Context:
                 "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
                 "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
                 "git_commit": self.git_commit, "data_md5": self.data_md5}
-        run_params = {"tolerance": ev.tolerance, "target": ev.target, "methods": ",".join(self.methods),
+        run_params = {"tolerance": ev.tolerance, "tolerance_at": getattr(ev.tolerance_at, dataset),
+                      S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                       "image_size": self.image_size, "n_test": len(self.split),
                       "figure_samples": len(self.sample)}
@@ -133,7 +136,7 @@ class _Context:
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"{dataset}-{arch} {condition}-s{seed}", total=len(self.scored))
                 result = score_split(model, arch, self.split, self.boxes, methods=self.methods,
-                                     tolerance=ev.tolerance, target=ev.target, smooth=smooth,
+                                     tolerance=self.tau_px, target=ev.target, smooth=smooth,
                                      batch_size=ev.batch_size, layers=ev.layers.get(arch),
                                      sample_ids=self.sample, progress=lambda n: bar.advance(task, n))
             pg_off, pg_on = result.accuracies(False), result.accuracies(True)
@@ -144,11 +147,15 @@ class _Context:
             metrics |= {f"constant_maps_smooth/{m}": float(v) for m, v in const_on.items()}
             metrics["n_images"] = float(len(self.scored))
             metrics["constant_maps"] = float(sum(const_off.values()) + sum(const_on.values()))
+            metrics[S.TAU] = self.tau_px
+            baselines = result.baseline_accuracies()
+            metrics |= {S.baseline_metric(b): v for b, v in baselines.items()}
             mlflow.log_metrics(metrics)
             with tempfile.TemporaryDirectory() as tmp:
-                csv_path = Path(tmp) / "per_image.csv"
-                result.per_image.to_csv(csv_path, index=False)
-                mlflow.log_artifact(str(csv_path))
+                for name, frame in (("per_image.csv", result.per_image), ("baselines.csv", result.baselines)):
+                    csv_path = Path(tmp) / name
+                    frame.to_csv(csv_path, index=False)
+                    mlflow.log_artifact(str(csv_path))
                 if result.sample is not None:
                     mlflow.log_artifact(str(result.sample.save(Path(tmp) / "figure_maps.npz")))
             run_id = run.info.run_id
@@ -161,11 +168,15 @@ class _Context:
         write_json(out, {"run_id": run_id, "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
                          "version": pointer.get("version"), "n_images": len(self.scored),
                          "constant_maps": int(metrics["constant_maps"]),
+                         S.TAU: self.tau_px, "tolerance": ev.tolerance,
+                         "tolerance_at": getattr(ev.tolerance_at, dataset), "image_size": self.image_size,
+                         "baselines": {b: round(v, 6) for b, v in baselines.items()},
                          "pg": {m: round(v, 6) for m, v in pg_off.items()},
                          "pg_smooth": {m: round(v, 6) for m, v in pg_on.items()}})
         best = max(pg_on, key=pg_on.get)
-        typer.echo(f"{dataset}-{arch} {condition}-s{seed}: {len(self.scored)} images scored; "
-                   f"best smoothed PG {best} {pg_on[best]:.3f}; run {run_id}")
+        typer.echo(f"{dataset}-{arch} {condition}-s{seed}: {len(self.scored)} images scored at tau "
+                   f"{self.tau_px:g} input px; best smoothed PG {best} {pg_on[best]:.3f} (chance "
+                   f"{baselines['chance']:.3f}, centre {baselines['centre']:.3f}); run {run_id}")
 
 
 if __name__ == "__main__":

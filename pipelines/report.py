@@ -5,7 +5,8 @@ listing, so a model dropped from the grid drops out of every aggregate), fetches
 evaluation run's per-image CSV and figure maps from MLflow, and logs to experiment
 ``xiqa-study`` (all runs of one execution share the tag ``xiqa.study``):
 
-- one aggregate run per dataset × arch × condition (mean ± std over seeds, bootstrap CIs);
+- one aggregate run per dataset × arch × condition (mean ± std over seeds, bootstrap CIs; the
+  no-information baselines and the τ in input pixels the evaluations used);
 - one study run per dataset (DoM and RBF-MMD between architectures; the figures);
 - one report run holding the exported tables.
 
@@ -47,7 +48,8 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     import mlflow
     import pandas as pd
 
-    from xiqa.evaluation.aggregate import architecture_metrics, classification_metrics, condition_metrics
+    from xiqa.evaluation.aggregate import (architecture_metrics, baseline_metrics, classification_metrics,
+                                           condition_metrics)
     from xiqa.report import figures as F
     from xiqa.report.export import export_report
     from xiqa.tracking import store
@@ -62,6 +64,8 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     # ------------------------------------------------------------------ gather the grid's evaluations
     tmp = Path(tempfile.mkdtemp(prefix="xiqa-report-"))
     frames: dict[tuple[str, str, str], list[tuple[int, pd.DataFrame]]] = {}
+    baselines: dict[tuple[str, str, str], list[pd.DataFrame]] = {}
+    geometry: dict[str, dict] = {}  # dataset -> τ and how it was derived, as the evaluations logged it
     samples: dict[tuple[str, str, str, int], F.SampleMaps] = {}
     skipped: dict[tuple[str, str, str], str] = {}
     classif: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -88,6 +92,11 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
                                     f"({type(err).__name__})") from None
                 frame = pd.read_csv(csv)
                 frames.setdefault(key, []).append((seed, frame))
+                baselines.setdefault(key, []).append(_baselines(pointer, pointer_path, dst))
+                geometry.setdefault(cell.dataset, _geometry(pointer, pointer_path))
+                if _geometry(pointer, pointer_path) != geometry[cell.dataset]:
+                    raise XiqaError(f"{pointer_path}: evaluated at {_geometry(pointer, pointer_path)}, other "
+                                    f"{cell.dataset} models at {geometry[cell.dataset]}: rerun `dvc repro evaluate`")
                 run_methods = list(dict.fromkeys(frame["method"]))
                 if methods is None:
                     methods = run_methods
@@ -120,18 +129,23 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
                 continue  # DVC metrics are numbers: a skipped condition has none
             seeds = [s for s, _ in frames[key]]
             metrics = condition_metrics([f for _, f in frames[key]], methods, n_boot=ev.bootstrap, seed=ev.seed)
+            metrics |= baseline_metrics(baselines[key], n_boot=ev.bootstrap, seed=ev.seed)
+            metrics[S.TAU] = geometry[cell.dataset][S.TAU]
             if cond == "trained":
                 metrics |= classification_metrics(classif.get((cell.dataset, cell.arch), []))
             tags |= {"seeds": ",".join(map(str, seeds))}
             if key in skipped:
                 tags[S.REASON] = f"some seeds skipped: {skipped[key]}"
             with store.experiment_run(exp, name, tags):
-                mlflow.log_params({"bootstrap": ev.bootstrap, "seed": ev.seed, "tolerance": ev.tolerance,
-                                   "target": ev.target})
+                mlflow.log_params({"bootstrap": ev.bootstrap, "seed": ev.seed, "target": ev.target,
+                                   **geometry[cell.dataset]})
                 mlflow.log_metrics(metrics)
             pg_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = {
                 m: {k: round(metrics[S.agg_metric(k, m)], 6) for k in ("mean", "std", "ci_low", "ci_high")
-                    if S.agg_metric(k, m) in metrics} for m in methods}
+                    if S.agg_metric(k, m) in metrics} for m in methods} | {
+                f"baseline_{b}": {k: round(metrics[S.agg_baseline_metric(k, b)], 6)
+                                  for k in ("mean", "ci_low", "ci_high")} for b in S.BASELINES} | {
+                S.TAU: metrics[S.TAU]}
 
     # ------------------------------------------------------------------ study runs: DoM, MMD, figures
     arch_json: dict = {}
@@ -174,6 +188,30 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
                f"{len(written)} files under {out}/")
 
 
+def _baselines(pointer: dict, pointer_path: Path, dst: Path):
+    """The evaluation run's ``baselines.csv`` (one row per scored image)."""
+    import mlflow
+    import pandas as pd
+
+    try:
+        csv = mlflow.artifacts.download_artifacts(run_id=pointer["run_id"], artifact_path="baselines.csv",
+                                                  dst_path=str(dst))
+    except Exception as err:
+        raise XiqaError(f"{pointer_path}: run {pointer['run_id']} has no baselines.csv artifact "
+                        f"({type(err).__name__}): rerun `dvc repro evaluate`") from None
+    return pd.read_csv(csv)
+
+
+def _geometry(pointer: dict, pointer_path: Path) -> dict:
+    """``{tau_px, tolerance, tolerance_at, image_size}`` as the evaluation pointer records them."""
+    keys = (S.TAU, "tolerance", "tolerance_at", "image_size")
+    missing = [k for k in keys if pointer.get(k) is None]
+    if missing:
+        raise XiqaError(f"{pointer_path}: missing {', '.join(missing)} (written before τ was logged): "
+                        "rerun `dvc repro evaluate`")
+    return {k: pointer[k] for k in keys}
+
+
 def _figures(ds: str, archs: list[str], seeds: list[int], samples: dict, out: Path) -> list[Path]:
     """The four layouts for one dataset, from the figure-sample maps of its models."""
     from xiqa.report import figures as F
@@ -205,7 +243,8 @@ def _figures(ds: str, archs: list[str], seeds: list[int], samples: dict, out: Pa
 
 
 def _write_plots(folder: Path, pg_json: dict, methods: list[str]) -> None:
-    """``plots/pg-<ds>-<arch>-<cond>.csv``: per-method bar data (smoothed mean ± std over seeds)."""
+    """``plots/pg-<ds>-<arch>-<cond>.csv``: per-method bar data (smoothed mean ± std over seeds),
+    then the baselines ``baseline_chance`` and ``baseline_centre``."""
     import pandas as pd
 
     with atomic_path(folder) as tmp:
@@ -215,6 +254,9 @@ def _write_plots(folder: Path, pg_json: dict, methods: list[str]) -> None:
                 for cond, stats in conds.items():
                     rows = [{"method": m, "pg_mean": stats[m]["mean"], "pg_std": stats[m].get("std", 0.0)}
                             for m in methods if m in stats]
+                    # the no-information baselines as bars of their own, to read the methods against
+                    rows += [{"method": f"baseline_{b}", "pg_mean": stats[f"baseline_{b}"]["mean"], "pg_std": 0.0}
+                             for b in S.BASELINES if f"baseline_{b}" in stats]
                     pd.DataFrame(rows, columns=["method", "pg_mean", "pg_std"]).to_csv(
                         tmp / f"pg-{ds}-{arch}-{cond}.csv", index=False)
 

@@ -142,12 +142,15 @@ def explain(
                                                    '"x0,y0,x1,y1;x0,y0,x1,y1"'),
     method: Optional[list[str]] = typer.Option(None, "--method", help="saliency method (repeatable); default: all ten"),
     out: Path = typer.Option(Path("overlay.png"), "--out", "-o", help="overlay PNG to write"),
-    tolerance: float = typer.Option(15.0, help="Pointing Game tau, in input pixels"),
+    tolerance: Optional[float] = typer.Option(
+        None, help="Pointing Game tau in the model's input pixels; default: params.yaml's evaluate.tolerance "
+                   "scaled from evaluate.tolerance_at (the paper's input size) to the model's input size, as "
+                   "the study does (15 px at 600 px is 3.2 px for a 128 px Object-CXR model)"),
     smooth: bool = typer.Option(True, help="Gaussian smoothing (sigma 1, 11x11) before the peak, as in the study"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
-    """Explain one scan with a registered model: prediction, probability, each method's peak and,
-    with --boxes, hit or miss; writes the overlay."""
+    """Explain one scan with a registered model: prediction, probability, the Pointing Game tau
+    in input pixels, each method's peak and, with --boxes, hit or miss; writes the overlay."""
 
     def go() -> None:
         import math
@@ -163,14 +166,20 @@ def explain(
         gt = parse_boxes(boxes)
         if method:
             check_methods(method)
-        if not (math.isfinite(tolerance) and tolerance > 0):
+        if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
             raise XiqaError(f"--tolerance: must be a positive number of input pixels, got {tolerance}")
         gray = read_scan(image)
-        open_client(project_root())  # an existing store (a missing embedded one is an error, not created)
+        root = project_root()
+        open_client(root)  # an existing store (a missing embedded one is an error, not created)
         net, arch, size, mv = load_registered(model, device)
-        result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tolerance,
+        if tolerance is None:
+            tau, how = _study_tau(root, mv.tags.get("dataset", ""), size)
+        else:
+            tau, how = tolerance, "--tolerance"
+        result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tau,
                                                  smooth=smooth)
         typer.echo(f"{image}: {mv.name} version {mv.version} ({arch}, input {size}x{size})")
+        typer.echo(f"Pointing Game tau: {tau:g} input pixels ({how})")
         for line in result.lines():
             typer.echo(line)
         save_figure(audit_figure(result, maps, img, in_boxes, f"{image.name} — {mv.name} v{mv.version}"), out)
@@ -178,6 +187,20 @@ def explain(
 
     run_guarded(go)
 
+
+
+def _study_tau(root: Path, dataset: str, size: int) -> tuple[float, str]:
+    """``(τ in input pixels, how it was derived)`` for a model of ``dataset`` at input ``size``,
+    by the study's rule (:meth:`xiqa.params.EvaluateParams.tau_px`) on the project's
+    ``params.yaml`` (the paper's defaults when there is none)."""
+    from xiqa.params import Params, load_params
+
+    path = root / "params.yaml"
+    ev = (load_params(path) if path.is_file() else Params()).evaluate
+    if not dataset:
+        raise XiqaError("the model version has no 'dataset' tag, so tau cannot be derived: pass --tolerance")
+    at = getattr(ev.tolerance_at, dataset, None)
+    return ev.tau_px(dataset, size), f"{ev.tolerance:g} px at {at} px, scaled to {size} px"
 
 
 def main() -> None:

@@ -155,8 +155,19 @@ class RandomiseParams(_Strict):
 
 
 # --------------------------------------------------------------------------- evaluate / report
+class ToleranceAt(_Strict):
+    """The input side length (pixels) at which ``evaluate.tolerance`` holds, per dataset: the
+    paper's inputs (Object-CXR 600 px, LVOT 224 px)."""
+
+    objectcxr: int = Field(600, ge=1)
+    lvot: int = Field(224, ge=1)
+
+
 class EvaluateParams(_Strict):
-    tolerance: float = Field(15.0, gt=0)  # Pointing Game τ in input pixels
+    # Pointing Game τ in pixels *at the input size tolerance_at.<dataset>* (the paper: 15 px at
+    # 600 / 224 px); the study uses it scaled to its own input size, see tau_px
+    tolerance: float = Field(15.0, gt=0)
+    tolerance_at: ToleranceAt = ToleranceAt()
     target: Literal["predicted", "label"] = "predicted"
     batch_size: int = Field(8, ge=1)
     smooth_sigma: float = Field(1.0, gt=0)
@@ -167,6 +178,18 @@ class EvaluateParams(_Strict):
     permutations: int = Field(1000, ge=10)
     figure_samples: int = Field(4, ge=0)
     seed: int = 0
+
+    def tau_px(self, dataset: str, input_size: int) -> float:
+        """τ in input pixels for ``dataset`` at a square input of side ``input_size``:
+        ``tolerance · input_size / tolerance_at.<dataset>`` (the one place τ is scaled; e.g.
+        15 px at 600 px is 3.2 px at 128 px, 15 px at 224 px is 7.5 px at 112 px)."""
+        if dataset not in DATASETS:
+            raise XiqaError(f"unknown dataset {dataset!r}: no evaluate.tolerance_at for it "
+                            f"(known: {', '.join(DATASETS)})")
+        if int(input_size) <= 0:
+            raise XiqaError(f"input size must be positive, got {input_size}")
+        # multiply first: the product of integers is exact, so one rounding (3.2, not 3.1999...)
+        return self.tolerance * int(input_size) / getattr(self.tolerance_at, dataset)
 
 
 class ReportParams(_Strict):

@@ -7,7 +7,8 @@ One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it b
 2. every aggregate mean ± std equals a recomputation from the evaluation runs' per-image CSV
    artifacts, and DoM equals the absolute difference of the logged means;
 3. `dvc metrics show` and `dvc plots show` work;
-4. a repro after changing `evaluate.tolerance` re-runs only `evaluate` and `report`;
+4. a repro after changing `evaluate.tolerance` or `evaluate.tolerance_at` re-runs only `evaluate`
+   and `report`, and the tables show the new τ in input pixels;
 5. one after shrinking the seed list re-runs no training and no aggregate keeps the dropped seed.
 """
 
@@ -113,18 +114,21 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     assert "report" in _ran(first)
     assert sum(s.startswith("evaluate") for s in _ran(first)) == 2  # one process per arch
 
-    # 1. tables: every method row, every condition column; SR's reason instead of numbers
+    # 1. tables: every method row, the baselines and tau, every condition column; SR's reason
+    # instead of numbers
     labels = [S.method_label(m) for m in S.METHODS]
+    extra = [S.BASELINE_LABELS[b] for b in S.BASELINES] + [S.TAU_LABEL]
     t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
-    assert list(t4.index) == labels
+    assert list(t4.index) == labels + extra
+    assert t4.loc[S.TAU_LABEL, "ResNet-34 · Trained mean"] == 15 * 48 / 600  # the paper's tau at 48 px
     for arch in ("ResNet-34", "EfficientNet-B0"):
         for cond in ("FR", "Trained"):
             assert t4[f"{arch} · {cond} mean"].notna().all()
         assert t4[f"{arch} · SR note"].str.startswith("skipped:").all()
     t2 = pd.read_csv(root / "reports" / "table2.csv", index_col=0)
-    assert list(t2.index) == labels and t2.filter(like="smoothing off mean").shape[1] == 2
+    assert list(t2.index) == labels + extra and t2.filter(like="smoothing off mean").shape[1] == 2
     t6 = pd.read_csv(root / "reports" / "table6-objectcxr.csv", index_col=0)
-    assert list(t6.index) == labels and t6["DoM mean"].notna().all()
+    assert list(t6.index) == labels + extra and t6.loc[labels, "DoM mean"].notna().all()  # no DoM of a baseline
     t7 = pd.read_csv(root / "reports" / "table7.csv", index_col=0)
     assert t7["Accuracy mean"].between(0, 1).all() and t7["AUC mean"].notna().all()
     md = (root / "reports" / "table4-objectcxr.md").read_text()
@@ -151,6 +155,15 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(run(root, dvc, "repro", "report"))
     assert ran == {"report", "evaluate@0", "evaluate@1"}  # one evaluate process per arch
+    # ... and so does the input size it holds at; the new tau (in input pixels) is what is logged
+    params["evaluate"]["tolerance_at"]["objectcxr"] = 96
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(run(root, dvc, "repro", "report"))
+    assert ran == {"report", "evaluate@0", "evaluate@1"}
+    pointer = json.loads((root / "eval" / "objectcxr-resnet34" / "trained-s1.json").read_text())
+    assert pointer["tau_px"] == 5 * 48 / 96
+    t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
+    assert t4.loc[S.TAU_LABEL, "ResNet-34 · Trained mean"] == 2.5
 
     # 5. fewer seeds: no training re-runs, and no aggregate keeps the dropped seed's models
     # (the randomise stages re-run: they produce one pointer per grid seed)

@@ -82,3 +82,35 @@ def test_explain_names_a_bad_box_or_unknown_model(project, monkeypatch):
     assert bad.exit_code == 2 and "'1,2,3'" in bad.output
     missing = _explain(project, monkeypatch, str(project / "scan.png"), "--model", "xiqa-lvot-resnet34@nope")
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def _verdicts_at(output: str, tau: float) -> list[tuple[str, str]]:
+    """(printed verdict, the verdict of the printed input peak against the box (0, 0, 0, 0) at tau)."""
+    found = re.findall(r"^(\w+)\s+peak x=\d+ y=\d+ \(input (\d+),(\d+)\)\s+(hit|miss)", output, flags=re.M)
+    assert found, output
+    return [(verdict, "hit" if int(u) ** 2 + int(v) ** 2 < tau ** 2 else "miss") for _, u, v, verdict in found]
+
+
+def test_explain_states_tau_derived_from_the_models_dataset_and_input_size(project, monkeypatch):
+    # the model is an LVOT one at 48 px; params.yaml is empty, so the paper's 15 px at 224 px
+    tau = 15 * SIZE / 224
+    res = _explain(project, monkeypatch, str(project / "scan.png"), "--model", REF, "--boxes", "0,0,0,0",
+                   "--method", "gradcam", "--method", "input_x_gradient", "--out", str(project / "tau.png"))
+    assert res.exit_code == 0, res.output
+    assert f"Pointing Game tau: {tau:g} input pixels (15 px at 224 px, scaled to {SIZE} px)" in res.output
+    assert all(printed == expected for printed, expected in _verdicts_at(res.output, tau))
+    # the project's params.yaml decides: 15 px at 48 px is 15 input pixels here
+    params = project / "params.yaml"
+    params.write_text("evaluate: {tolerance_at: {lvot: 48}}\n")
+    try:
+        res = _explain(project, monkeypatch, str(project / "scan.png"), "--model", REF, "--boxes", "0,0,0,0",
+                       "--method", "gradcam", "--out", str(project / "tau.png"))
+    finally:
+        params.write_text("{}\n")
+    assert res.exit_code == 0, res.output
+    assert f"Pointing Game tau: 15 input pixels (15 px at 48 px, scaled to {SIZE} px)" in res.output
+    assert all(printed == expected for printed, expected in _verdicts_at(res.output, 15.0))
+    # --tolerance overrides it, in input pixels
+    res = _explain(project, monkeypatch, str(project / "scan.png"), "--model", REF, "--tolerance", "2.5",
+                   "--method", "gradcam", "--out", str(project / "tau.png"))
+    assert res.exit_code == 0 and "Pointing Game tau: 2.5 input pixels (--tolerance)" in res.output

@@ -62,6 +62,29 @@ def test_hits_agree_with_the_spec_distance_rule_on_the_logged_peaks(tiny):
         assert r["hit"] == int(inside)
 
 
+def _input_boxes(boxes: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Plain maths: original (128 px) -> input (64 px) pixels, every input pixel the box overlaps."""
+    return [(int(np.floor(x0 / 2)), int(np.floor(y0 / 2)), int(np.ceil((x1 + 1) / 2) - 1), int(np.ceil((y1 + 1) / 2) - 1))
+            for x0, y0, x1, y1 in boxes]
+
+
+def _near(u: int, v: int, boxes, tau: float) -> bool:
+    return any(max(x0 - u, 0, u - x1) ** 2 + max(y0 - v, 0, v - y1) ** 2 < tau ** 2 for x0, y0, x1, y1 in boxes)
+
+
+def test_baselines_are_one_row_per_scored_image_and_equal_plain_loops_over_pixels(tiny):
+    _, boxes, result = tiny
+    base = result.baselines
+    assert list(base.columns) == list(S.BASELINE_COLUMNS)
+    assert sorted(base["image_id"]) == ["a.jpg", "c.jpg", "d.jpg"]
+    for _, r in base.iterrows():
+        b = _input_boxes(boxes[r["image_id"]])
+        count = sum(_near(u, v, b, 15) for u in range(SIZE) for v in range(SIZE))
+        assert r["chance"] == count / SIZE ** 2
+        assert r["centre"] == int(_near(31, 31, b, 15))  # 64 px: centre pixel (63 // 2, 63 // 2)
+    assert result.baseline_accuracies() == {"chance": base["chance"].mean(), "centre": base["centre"].mean()}
+
+
 def test_accuracies_are_hit_means_and_finite(tiny):
     _, _, result = tiny
     acc = result.accuracies(True)
@@ -112,7 +135,7 @@ def test_variant_figures_refuse_models_scored_on_different_samples(tiny):
 def test_no_box_in_the_split_is_an_error_not_nan(tiny):
     split, _, _ = tiny
     with pytest.raises(XiqaError, match="no image of the test split has a box"):
-        score_split(torch.nn.Identity(), "resnet34", split, {})
+        score_split(torch.nn.Identity(), "resnet34", split, {}, tolerance=15)
 
 
 def test_read_boxes_groups_rows_by_image(tmp_path):

@@ -29,9 +29,12 @@ def _log_study(root, study: str, shift: float = 0.0) -> None:
         tags[S.STUDY] = study
         metrics = {k[8:]: float(v) + shift for k, v in row.items()
                    if k.startswith("metrics.") and not (isinstance(v, float) and math.isnan(v))}
+        params = {k[7:]: v for k, v in row.items() if k.startswith("params.") and isinstance(v, str)}
         with mlflow.start_run(experiment_id=exp, tags=tags):
             if metrics:
                 mlflow.log_metrics(metrics)
+            if params:
+                mlflow.log_params(params)
     with mlflow.start_run(experiment_id=exp, tags={S.KIND: "report", S.STUDY: study}):
         pass  # the report stage logs it last: it marks the study finished
 
@@ -56,6 +59,12 @@ def test_report_writes_every_table_in_every_format_from_the_latest_study(project
     assert (tmp_path / "index.html").read_text().count("<table") == 4
     t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col=0)
     assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.83)  # "new", not "old"
+    assert t4.loc["centre peak", "ResNet-34 · Trained mean"] == pytest.approx(0.25)
+    assert t4.loc["τ (input pixels)", "ResNet-34 · Trained mean"] == pytest.approx(3.2)
+    page = (tmp_path / "index.html").read_text()
+    assert page.count("<th>chance (uniform peak)</th>") == 3  # Tables 2, 4 and 6
+    assert "Pointing Game τ on Object-CXR: 3.2 input pixels (15 px at an input of 600 px, scaled to the study&#x27;s " \
+           "128 px input)" in page
 
 
 def test_report_can_pick_an_older_study_and_names_an_unknown_one(project, tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html as html_lib
+
 import pandas as pd
 import pytest
 
@@ -27,6 +29,14 @@ def _agg(ds, arch, cond, index, base, std=0.05, skipped=None, one_seed=False):
                 row[f"metrics.{S.agg_metric('std', m, smoothed)}"] = std
             row[f"metrics.{S.agg_metric('ci_low', m, smoothed)}"] = base - 0.1
             row[f"metrics.{S.agg_metric('ci_high', m, smoothed)}"] = base + 0.1
+    for j, b in enumerate(S.BASELINES):  # chance 0.05, centre 0.25 on Object-CXR
+        row[f"metrics.{S.agg_baseline_metric('mean', b)}"] = 0.05 + 0.2 * j
+        row[f"metrics.{S.agg_baseline_metric('ci_low', b)}"] = 0.04 + 0.2 * j
+        row[f"metrics.{S.agg_baseline_metric('ci_high', b)}"] = 0.06 + 0.2 * j
+    size, at = (128, 600) if ds == "objectcxr" else (112, 224)
+    row[f"metrics.{S.TAU}"] = 15 * size / at
+    row |= {"params.tolerance": "15.0", "params.tolerance_at": str(at), "params.image_size": str(size),
+            f"params.{S.TAU}": str(15 * size / at)}
     if cond == "trained":
         row |= {"metrics.test_accuracy_mean": 0.9, "metrics.test_accuracy_std": 0.01,
                 "metrics.test_auc_mean": 0.95, "metrics.test_auc_std": 0.02}
@@ -52,12 +62,15 @@ def _by_key(tables):
     return {t.key: t for t in tables}
 
 
+BASELINE_ROWS = ["chance (uniform peak)", "centre peak", "τ (input pixels)"]
+
+
 def test_every_table_has_every_method_row_and_condition_column():
     tables = _by_key(T.build_tables(_runs()))
     assert set(tables) == {"table2", "table4-objectcxr", "table6-objectcxr", "table7"}
     labels = [S.method_label(m) for m in S.METHODS]
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
-        assert tables[key].rows == labels
+        assert tables[key].rows == labels + BASELINE_ROWS
     assert tables["table4-objectcxr"].columns == [
         f"{a} · {c}" for a in ("ResNet-34", "EfficientNet-B0") for c in ("SR", "FR", "Trained")]
     assert tables["table2"].columns == [f"Object-CXR {a} · smoothing {s}" for a in ("ResNet-34", "EfficientNet-B0")
@@ -107,3 +120,50 @@ def test_renderers_write_one_file_per_table_per_format(tmp_path):
 def test_an_empty_study_is_a_clear_error():
     with pytest.raises(XiqaError, match="dvc repro"):
         T.build_tables(pd.DataFrame())
+
+
+def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp_path):
+    tables = T.build_tables(_runs())
+    t4 = _by_key(tables)["table4-objectcxr"]
+    assert t4.cell("chance (uniform peak)", "ResNet-34 · Trained").text() == "0.050 [0.04, 0.06]"  # no std
+    assert t4.cell("centre peak", "EfficientNet-B0 · FR").text() == "0.250 [0.24, 0.26]"
+    assert t4.cell("τ (input pixels)", "ResNet-34 · FR").text() == "3.20"
+    assert t4.cell("chance (uniform peak)", "ResNet-34 · SR").text() == "skipped: no ImageNet weights"
+    tau_note = ("Pointing Game τ on Object-CXR: 3.2 input pixels (15 px at an input of 600 px, scaled to the "
+                "study's 128 px input); a hit is a peak at distance < τ.")
+    for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
+        assert tau_note in _by_key(tables)[key].notes
+    t6 = _by_key(tables)["table6-objectcxr"]
+    assert t6.cell("centre peak", "ResNet-34").mean == pytest.approx(0.25)
+    assert t6.cell("centre peak", "DoM").text() == "–"
+    T.write_tables(tables, tmp_path, ["md", "csv", "latex", "html"])
+    for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
+        md = (tmp_path / f"{key}.md").read_text()
+        assert "| chance (uniform peak) | " in md and "| centre peak | " in md and "| τ (input pixels) | " in md
+        assert tau_note in md
+        csv = pd.read_csv(tmp_path / f"{key}.csv", index_col=0)
+        assert list(csv.index[-3:]) == BASELINE_ROWS
+        mean_col = [c for c in csv.columns if c.endswith(" mean") and "SR" not in c][0]  # SR is skipped
+        assert csv.loc["τ (input pixels)", mean_col] == 3.2
+        assert csv.loc["chance (uniform peak)", mean_col] == pytest.approx(0.05)
+        tex = (tmp_path / f"{key}.tex").read_text()
+        assert "chance (uniform peak) & " in tex and r"$\tau$ (input pixels) & " in tex
+        assert r"Pointing Game $\tau$ on Object-CXR: 3.2 input pixels" in tex
+        html = (tmp_path / f"{key}.html").read_text()
+        assert "<th>centre peak</th>" in html and "<th>τ (input pixels)</th>" in html
+        assert html_lib.escape(tau_note) in html
+    t2 = pd.read_csv(tmp_path / "table2.csv", index_col=0)
+    assert t2.loc["chance (uniform peak)", "Object-CXR ResNet-34 · smoothing off mean"] == pytest.approx(0.05)
+    assert t2.loc["chance (uniform peak)", "Object-CXR ResNet-34 · smoothing on mean"] == pytest.approx(0.05)
+
+
+def test_tau_is_stated_per_dataset_and_missing_tau_is_said():
+    runs = pd.DataFrame([_agg("lvot", "resnet50", "trained", 0, 0.5), _agg("objectcxr", "resnet34", "trained", 1, 0.5)])
+    t2 = _by_key(T.build_tables(runs))["table2"]
+    assert t2.cell("τ (input pixels)", "LVOT ResNet-50 · smoothing on").mean == 7.5
+    assert t2.cell("τ (input pixels)", "Object-CXR ResNet-34 · smoothing on").mean == 3.2
+    assert any(n.startswith("Pointing Game τ on LVOT: 7.5 input pixels (15 px at an input of 224 px") for n in t2.notes)
+    old = runs.drop(columns=[f"metrics.{S.TAU}"])
+    t3 = _by_key(T.build_tables(old))["table3-lvot"]
+    assert t3.cell("τ (input pixels)", "Trained").text() == "not logged"
+    assert "Pointing Game τ on LVOT: not logged (rerun the evaluate and report stages)." in t3.notes

@@ -62,6 +62,37 @@ def condition_metrics(frames: Sequence[pd.DataFrame], methods: Sequence[str], n_
     return out
 
 
+def baseline_metrics(frames: Sequence[pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Aggregate-run metrics of the no-information baselines from the seeds' ``baselines.csv``
+    tables (:data:`xiqa.report.schema.BASELINE_COLUMNS`): ``baseline_mean/<b>`` (the mean over
+    the scored images) and ``baseline_ci_low/<b>``, ``baseline_ci_high/<b>`` (bootstrap over
+    images, as for the methods). Every seed scores the same images and boxes, so the tables
+    must agree; a disagreement (evaluations at different τ or on different splits) is an error,
+    and there is no std over seeds."""
+    if not frames:
+        raise XiqaError("no baselines table to aggregate")
+    tables = []
+    for f in frames:
+        missing = [c for c in S.BASELINE_COLUMNS if c not in f.columns]
+        if missing:
+            raise XiqaError(f"baselines table lacks column(s) {', '.join(missing)}: rerun `dvc repro evaluate`")
+        if f["image_id"].duplicated().any():
+            raise XiqaError("baselines table lists an image twice")
+        tables.append(f.set_index("image_id")[list(S.BASELINES)].astype(float).sort_index())
+    first = tables[0]
+    for other in tables[1:]:
+        if not (other.index.equals(first.index) and np.array_equal(other.to_numpy(), first.to_numpy())):
+            raise XiqaError("the models of one condition disagree on the no-information baselines (scored "
+                            "images, boxes or τ differ): rerun `dvc repro evaluate`")
+    out: dict[str, float] = {}
+    for b in S.BASELINES:
+        s = stats.summarise(first[b].to_numpy(), n_boot=n_boot, seed=seed, what=f"baseline {b}")
+        out[S.agg_baseline_metric("mean", b)] = s.mean
+        out[S.agg_baseline_metric("ci_low", b)] = s.ci_low
+        out[S.agg_baseline_metric("ci_high", b)] = s.ci_high
+    return out
+
+
 def classification_metrics(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """``test_accuracy_mean/std``, ``test_auc_mean/std`` of the trained seeds (values the training
     runs logged); a metric no seed logged is left out."""

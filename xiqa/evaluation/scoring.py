@@ -5,8 +5,9 @@ explains every image that has at least one box (the only images the Pointing Gam
 others are skipped to save time, so the per-image table has rows only for scored images), once
 without smoothing, smooths those maps with :func:`xiqa.saliency.smoothing` (rather than running
 the saliency methods twice), and plays the Pointing Game on both. It returns one row per image ×
-method × smoothing flag (:data:`xiqa.report.schema.PER_IMAGE_COLUMNS`) and, for a fixed sample
-of images, the maps for the report's figures.
+method × smoothing flag (:data:`xiqa.report.schema.PER_IMAGE_COLUMNS`), one row per scored image
+of the no-information baselines (:data:`xiqa.report.schema.BASELINE_COLUMNS`) and, for a fixed
+sample of images, the maps for the report's figures.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def figure_sample(scored_ids: Sequence[str], n: int, seed: int) -> list[str]:
 class ScoreResult:
     per_image: pd.DataFrame  # PER_IMAGE_COLUMNS
     sample: "object | None"  # xiqa.report.figures.SampleMaps for the figure sample, or None
+    baselines: pd.DataFrame  # BASELINE_COLUMNS, one row per scored image
+
+    def baseline_accuracies(self) -> dict[str, float]:
+        """``{baseline: mean over the scored images}`` (chance: expected accuracy)."""
+        return {b: float(self.baselines[b].mean()) for b in S.BASELINES}
 
     def accuracies(self, smoothed: bool) -> dict[str, float]:
         """``{method: T / (T + F)}`` over the scored images."""
@@ -79,7 +85,7 @@ def score_split(
     boxes: Mapping[str, np.ndarray],
     *,
     methods: Sequence[str] | None = None,
-    tolerance: float = 15.0,
+    tolerance: float,
     target: str = "predicted",
     smooth: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 8,
@@ -90,6 +96,7 @@ def score_split(
     """Explain and score the images of ``split`` (:class:`xiqa.data.dataset.Split`) that have
     boxes (``boxes``: ``{image_id: [B, 4]}`` in original pixels).
 
+    ``tolerance``: τ in input pixels (:meth:`xiqa.params.EvaluateParams.tau_px`).
     ``target``: ``"predicted"`` explains the arg-max class, ``"label"`` the true label.
     ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: the saliency package's Gaussian,
     σ = 1, 11×11). Raises :class:`XiqaError` when no test image has a box.
@@ -117,6 +124,7 @@ def score_split(
     sample_hits = {b: np.full((len(sample_ids), len(methods)), np.nan) for b in (False, True)}
 
     columns: dict[str, list] = {c: [] for c in S.PER_IMAGE_COLUMNS}
+    base: dict[str, list] = {c: [] for c in S.BASELINE_COLUMNS}
     for start in range(0, len(index), batch_size):
         rows = index[start:start + batch_size]
         x = split.inputs(torch.tensor(rows)).to(device)
@@ -128,6 +136,9 @@ def score_split(
         tgt = predicted if target == "predicted" else labels
         sizes = split.sizes[rows]  # (width, height)
         in_boxes = [pg.scale_boxes(boxes[i], (int(w), int(h)), (s, s)) for i, (w, h) in zip(ids, sizes.tolist())]
+        base["image_id"] += ids
+        base["chance"] += pg.chance_hits(in_boxes, (s, s), tolerance).tolist()
+        base["centre"] += [int(h) for h in pg.centre_hits(in_boxes, (s, s), tolerance).tolist()]
         raw = saliency.explain(model, x, methods, arch=arch, target=tgt.to(device), layers=layers)
         for smoothed in (False, True):
             for mi, m in enumerate(methods):
@@ -169,4 +180,4 @@ def score_split(
             raise XiqaError(f"figure sample image(s) {missing} were not scored (they have no box)")
         sample = SampleMaps(list(sample_ids), methods, sample_images, sample_boxes,
                             sample_maps, sample_peaks, sample_hits)
-    return ScoreResult(frame, sample)
+    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)))

@@ -59,6 +59,7 @@ class AuditResult:
     probability_positive: float  # of class 1, the quality problem
     image_size: int
     original_size: tuple[int, int]  # (width, height)
+    tolerance: float  # Pointing Game τ in input pixels
     verdicts: list[MethodVerdict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -75,9 +76,9 @@ class AuditResult:
 
 def audit_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size: int,
                boxes: np.ndarray | None = None, methods: Sequence[str] | None = None, *,
-               tolerance: float = 15.0, smooth: bool = True, layers=None):
-    """Predict and explain one 2-D scan. Returns ``(AuditResult, maps {method: [S, S]},
-    uint8 input [S, S], boxes in input pixels [B, 4])``."""
+               tolerance: float, smooth: bool = True, layers=None):
+    """Predict and explain one 2-D scan; ``tolerance`` is τ in input pixels. Returns
+    ``(AuditResult, maps {method: [S, S]}, uint8 input [S, S], boxes in input pixels [B, 4])``."""
     from xiqa import saliency
     from xiqa.data.transforms import normalise, to_cached
     from xiqa.evaluation import pointing_game as pg
@@ -98,7 +99,7 @@ def audit_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size: 
     in_boxes = pg.scale_boxes(torch.as_tensor(boxes), (w, h), (image_size, image_size)) if len(boxes) else \
         torch.zeros((0, 4), dtype=torch.long)
     result = AuditResult(predicted, float(probs[predicted]), float(probs[1]) if len(probs) > 1 else float("nan"),
-                         image_size, (w, h))
+                         image_size, (w, h), float(tolerance))
     out_maps = {}
     for m in methods:
         mp = maps[m].detach().float()

@@ -6,14 +6,19 @@ Runs (MLflow, SPEC 7):
   evaluation``, ``dataset``, ``arch``, ``condition``, ``seed``, ``model_name``,
   ``model_version``, ``model_run_id``; metrics ``pg/<method>`` (smoothing off),
   ``pg_smooth/<method>`` (on), ``n_images``, ``constant_maps/<method>``,
-  ``constant_maps_smooth/<method>``, ``constant_maps``; artifact ``per_image.csv`` (+ the
-  figure sample's maps, ``figure_maps.npz``).
+  ``constant_maps_smooth/<method>``, ``constant_maps``, ``tau_px`` (τ in input pixels, also a
+  param next to ``tolerance`` and ``tolerance_at``), the no-information baselines
+  ``baseline/chance`` and ``baseline/centre`` (independent of the model, the method and
+  smoothing); artifacts ``per_image.csv``, ``baselines.csv`` (:data:`BASELINE_COLUMNS`) and
+  the figure sample's maps, ``figure_maps.npz``.
 - **aggregate** run, experiment ``xiqa-study``, one per dataset × arch × condition of one report
   execution (tag ``xiqa.study``): ``pg_mean/<m>``, ``pg_std/<m>``, ``pg_ci_low/<m>``,
   ``pg_ci_high/<m>`` (smoothed maps, the paper's comparisons) and the same with ``pg_raw_``
   (unsmoothed); ``n_seeds``, ``n_images``; for ``trained`` also ``test_accuracy_mean/std``,
-  ``test_auc_mean/std``. A condition whose models were skipped has tag ``xiqa.status = skipped``
-  and ``xiqa.reason``.
+  ``test_auc_mean/std``; ``tau_px`` and the baselines ``baseline_mean/<b>``,
+  ``baseline_ci_low/<b>``, ``baseline_ci_high/<b>`` for ``<b>`` in :data:`BASELINES` (no std:
+  every seed scores the same images and boxes). A condition whose models were skipped has tag
+  ``xiqa.status = skipped`` and ``xiqa.reason``.
 - **study** run, experiment ``xiqa-study``, one per dataset: ``dom/<m>``, ``mmd/<m>``,
   ``mmd_p/<m>`` for every pair of architectures (suffix ``/<archA>~<archB>`` when a dataset has
   more than two), and the figures as artifacts under ``figures/``.
@@ -69,6 +74,17 @@ STUDY_EXPERIMENT = "xiqa-study"
 PER_IMAGE_COLUMNS = ("image_id", "method", "smoothed", "target", "predicted", "probability",
                      "label", "peak_x", "peak_y", "hit", "constant")
 
+# No-information baselines (SPEC 5): what a map without information scores at the same τ.
+# ``chance``: the expected hit of a peak drawn uniformly over the input pixels; ``centre``: the
+# hit of a peak at the centre pixel ((W - 1) // 2, (H - 1) // 2). Table order and labels:
+BASELINES: tuple[str, ...] = ("chance", "centre")
+BASELINE_LABELS = {"chance": "chance (uniform peak)", "centre": "centre peak"}
+# baselines.csv columns (one row per scored image): ``chance`` in [0, 1] (a fraction of pixels),
+# ``centre`` 1 / 0
+BASELINE_COLUMNS = ("image_id", *BASELINES)
+TAU = "tau_px"  # metric and param: the Pointing Game τ in input pixels
+TAU_LABEL = "τ (input pixels)"  # the tables' row stating it
+
 
 def experiment_name(dataset: str) -> str:
     return f"xiqa-{dataset}"
@@ -87,6 +103,16 @@ def agg_metric(stat: str, method: str, smoothed: bool = True) -> str:
     """Aggregate-run metric, ``stat`` in mean/std/ci_low/ci_high: ``pg_mean/<m>`` (smoothed) or
     ``pg_raw_mean/<m>`` (unsmoothed)."""
     return f"pg_{'' if smoothed else 'raw_'}{stat}/{method}"
+
+
+def baseline_metric(baseline: str) -> str:
+    """Evaluation-run metric of a no-information baseline: ``baseline/<b>``."""
+    return f"baseline/{baseline}"
+
+
+def agg_baseline_metric(stat: str, baseline: str) -> str:
+    """Aggregate-run metric, ``stat`` in mean/ci_low/ci_high: ``baseline_mean/<b>`` etc."""
+    return f"baseline_{stat}/{baseline}"
 
 
 def pair_suffix(arch_a: str, arch_b: str, n_archs: int) -> str:

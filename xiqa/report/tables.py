@@ -5,7 +5,10 @@ Input is a runs DataFrame in the shape ``mlflow.search_runs`` returns (``run_id`
 :mod:`xiqa.report.schema`). :func:`build_tables` turns it into :class:`Table` objects — methods
 as rows, conditions as columns — and :func:`write_tables` renders each as Markdown, CSV, LaTeX
 and HTML. Accuracies are means ± sample standard deviations (ddof = 1) over seeds, with the 95 %
-bootstrap interval over test images in brackets.
+bootstrap interval over test images in brackets. Tables 2–6 end with the no-information
+baselines (rows "chance (uniform peak)" and "centre peak": value and bootstrap interval, no std
+since they do not depend on the model) and a row stating τ in input pixels, which a note also
+derives from the paper's τ.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ class Cell:
     ci_high: float | None = None
     p_value: float | None = None
     note: str | None = None
+    digits: int | None = None  # display digits when not the table's default
 
     def text(self, digits: int = 3) -> str:
         if self.mean is None:
             return self.note or "–"
+        digits = self.digits or digits
         out = f"{self.mean:.{digits}f}"
         if self.std is not None:
             out += f" ± {self.std:.{digits}f}"
@@ -143,17 +148,55 @@ class StudyRuns:
         return cls(aggregates, studies, datasets, archs, methods or list(S.METHODS))
 
     def pg_cell(self, ds: str, arch: str, cond: str, method: str, smoothed: bool = True) -> Cell:
-        row = self.aggregates.get((ds, arch, cond))
+        row, note = self._logged(ds, arch, cond)
         if row is None:
-            return Cell(note="not in the grid")
-        if _tag(row, S.STATUS) == "skipped":
-            return Cell(note=f"skipped: {short_reason(_tag(row, S.REASON, 'no reason logged'))}")
+            return note or Cell()
         mean = _num(row, S.agg_metric("mean", method, smoothed))
         if mean is None:
             return Cell(note="not logged")
         return Cell(mean=mean, std=_num(row, S.agg_metric("std", method, smoothed)),
                     ci_low=_num(row, S.agg_metric("ci_low", method, smoothed)),
                     ci_high=_num(row, S.agg_metric("ci_high", method, smoothed)))
+
+    def _logged(self, ds: str, arch: str, cond: str) -> tuple[pd.Series | None, Cell | None]:
+        """The aggregate run, or the note to show instead of its numbers."""
+        row = self.aggregates.get((ds, arch, cond))
+        if row is None:
+            return None, Cell(note="not in the grid")
+        if _tag(row, S.STATUS) == "skipped":
+            return None, Cell(note=f"skipped: {short_reason(_tag(row, S.REASON, 'no reason logged'))}")
+        return row, None
+
+    def baseline_cell(self, ds: str, arch: str, cond: str, baseline: str) -> Cell:
+        """A no-information baseline on the images that ``(ds, arch, cond)`` was scored on: the
+        value and its bootstrap interval (no std: it does not depend on the model or seed)."""
+        row, note = self._logged(ds, arch, cond)
+        if row is None:
+            return note or Cell()
+        mean = _num(row, S.agg_baseline_metric("mean", baseline))
+        if mean is None:
+            return Cell(note="not logged")
+        return Cell(mean=mean, ci_low=_num(row, S.agg_baseline_metric("ci_low", baseline)),
+                    ci_high=_num(row, S.agg_baseline_metric("ci_high", baseline)))
+
+    def tau_cell(self, ds: str, arch: str, cond: str) -> Cell:
+        row, note = self._logged(ds, arch, cond)
+        if row is None:
+            return note or Cell()
+        tau = _num(row, S.TAU)
+        return Cell(mean=tau, digits=2) if tau is not None else Cell(note="not logged")
+
+    def tau_note(self, ds: str) -> str:
+        """One sentence: τ in input pixels on ``ds`` and how it follows from the paper's τ."""
+        for (d, _, _), row in self.aggregates.items():
+            tau = _num(row, S.TAU) if d == ds else None
+            if tau is None:
+                continue
+            tol, at, size = (row.get(f"params.{k}") for k in ("tolerance", "tolerance_at", "image_size"))
+            how = (f" ({float(tol):g} px at an input of {at} px, scaled to the study's {size} px input)"
+                   if all(isinstance(v, str) and v for v in (tol, at, size)) else "")
+            return f"Pointing Game τ on {_ds_label(ds)}: {tau:g} input pixels{how}; a hit is a peak at distance < τ."
+        return f"Pointing Game τ on {_ds_label(ds)}: not logged (rerun the evaluate and report stages)."
 
 
 def short_reason(reason: str, limit: int = 60) -> str:
@@ -183,6 +226,25 @@ def _method_rows(study: StudyRuns) -> tuple[list[str], dict[str, str]]:
     return [labels[m] for m in study.methods], labels
 
 
+BASELINE_NOTE = ("No-information baselines: chance (uniform peak) = the exact expected accuracy of a peak drawn "
+                 "uniformly over the input pixels; centre peak = the accuracy of a peak at the centre pixel "
+                 "((W − 1) // 2, (H − 1) // 2). They depend only on the test boxes and τ, not on the model, "
+                 "so they have no std over seeds; [95 % bootstrap CI over test images].")
+
+
+def _add_baselines_and_tau(t: Table, study: StudyRuns, columns: list[tuple[str, str, str, str]]) -> None:
+    """Append the baseline rows and the τ row to a Pointing Game table, for its accuracy
+    columns ``(column, dataset, arch, condition)``, and the notes that explain them."""
+    rows = [S.BASELINE_LABELS[b] for b in S.BASELINES] + [S.TAU_LABEL]
+    t.rows += rows
+    for col, ds, arch, cond in columns:
+        for b in S.BASELINES:
+            t.cells[(S.BASELINE_LABELS[b], col)] = study.baseline_cell(ds, arch, cond, b)
+        t.cells[(S.TAU_LABEL, col)] = study.tau_cell(ds, arch, cond)
+    t.notes.append(BASELINE_NOTE)
+    t.notes += [study.tau_note(ds) for ds in dict.fromkeys(ds for _, ds, _, _ in columns)]
+
+
 # --------------------------------------------------------------------------- the tables
 RANDOMISATION_TABLE = {"lvot": 3, "objectcxr": 4}
 ARCHITECTURE_TABLE = {"lvot": 5, "objectcxr": 6}
@@ -193,13 +255,16 @@ def smoothing_table(study: StudyRuns) -> Table:
     rows, labels = _method_rows(study)
     t = Table("table2", "Table 2 — Pointing Game accuracy of the trained models, smoothing off / on",
               "method", rows, [], notes=[STD_NOTE, "Smoothing: Gaussian σ = 1.0, 11×11 kernel, reflect padding."])
+    spec = []
     for ds in study.datasets:
         for arch in study.archs[ds]:
             for smoothed in (False, True):
                 col = f"{_ds_label(ds)} {_arch_label(arch)} · smoothing {'on' if smoothed else 'off'}"
                 t.columns.append(col)
+                spec.append((col, ds, arch, "trained"))
                 for m in study.methods:
                     t.cells[(labels[m], col)] = study.pg_cell(ds, arch, "trained", m, smoothed)
+    _add_baselines_and_tau(t, study, spec)
     return t
 
 
@@ -210,12 +275,15 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
     t = Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy on {_ds_label(ds)}: semi-randomised (SR), "
               "fully randomised (FR) and trained models", "method", rows, [], notes=[STD_NOTE, "Smoothed maps."])
     archs = study.archs[ds]
+    spec = []
     for arch in archs:
         for cond in S.CONDITIONS:
             col = S.CONDITION_LABELS[cond] if len(archs) == 1 else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}"
             t.columns.append(col)
+            spec.append((col, ds, arch, cond))
             for m in study.methods:
                 t.cells[(labels[m], col)] = study.pg_cell(ds, arch, cond, m)
+    _add_baselines_and_tau(t, study, spec)
     t.notes += _skip_notes(study, ds)
     return t
 
@@ -235,6 +303,7 @@ def architecture_table(study: StudyRuns, ds: str) -> Table:
         t.columns.append(col)
         for m in study.methods:
             t.cells[(labels[m], col)] = study.pg_cell(ds, arch, "trained", m)
+    _add_baselines_and_tau(t, study, [(_arch_label(a), ds, a, "trained") for a in archs])
     run = study.studies.get(ds)
     pairs = [(a, b) for i, a in enumerate(archs) for b in archs[i + 1:]]
     for a, b in pairs:
@@ -304,7 +373,7 @@ def to_csv(t: Table) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
                   "±": r"$\pm$", "×": r"$\times$", "σ": r"$\sigma$", "−": "-", "—": "--",
-                  "–": "--", "·": r"$\cdot$"}
+                  "–": "--", "·": r"$\cdot$", "τ": r"$\tau$", "<": r"$<$", ">": r"$>$"}
 
 
 def latex_escape(text: str) -> str:
