@@ -5,8 +5,8 @@ explains every image that has at least one box (the only images the Pointing Gam
 others are skipped to save time, so the per-image table has rows only for scored images), once
 without smoothing, smooths those maps with :func:`xiqa.saliency.smoothing` (rather than running
 the saliency methods twice), and plays the Pointing Game on both. It returns one row per image ×
-method × smoothing flag (:data:`xiqa.report.schema.PER_IMAGE_COLUMNS`), one row per scored image
-of the no-information baselines (:data:`xiqa.report.schema.BASELINE_COLUMNS`) and, for a fixed
+method × smoothing flag (:data:`xiqa.schema.PER_IMAGE_COLUMNS`), one row per scored image
+of the no-information baselines (:data:`xiqa.schema.BASELINE_COLUMNS`) and, for a fixed
 sample of images, the maps for the report's figures.
 """
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from xiqa.errors import XiqaError
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 
 def read_boxes(path: Path) -> dict[str, np.ndarray]:
@@ -103,7 +103,7 @@ def score_split(
     """
     from xiqa import saliency
     from xiqa.evaluation import pointing_game as pg
-    from xiqa.report.samples import SampleMaps, to_uint8
+    from xiqa.evaluation.samples import SampleMaps, to_uint8
 
     if target not in ("predicted", "label"):
         raise XiqaError(f"evaluate.target must be 'predicted' or 'label', got {target!r}")

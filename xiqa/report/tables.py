@@ -2,7 +2,7 @@
 
 Input is a runs DataFrame in the shape ``mlflow.search_runs`` returns (``run_id``,
 ``tags.<k>``, ``metrics.<k>`` columns), holding one study's aggregate and study runs (see
-:mod:`xiqa.report.schema`). :func:`build_tables` turns it into :class:`Table` objects — methods
+:mod:`xiqa.schema`). :func:`build_tables` turns it into :class:`Table` objects — methods
 as rows, conditions as columns — and :func:`write_tables` renders each as Markdown, CSV, LaTeX
 and HTML. Accuracies are means ± sample standard deviations (ddof = 1) over seeds, with the 95 %
 bootstrap interval over test images in brackets. Tables 2–6 end with the no-information
@@ -23,7 +23,7 @@ import pandas as pd
 
 from xiqa.errors import XiqaError
 from xiqa.io import write_text
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 FORMAT_SUFFIX = {"md": ".md", "csv": ".csv", "latex": ".tex", "html": ".html"}
 STD_NOTE = "mean ± std over seeds (std: sample standard deviation, ddof = 1); [95 % bootstrap CI over test images]"
