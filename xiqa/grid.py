@@ -184,11 +184,11 @@ def git_head(root: Path) -> str:
     except XiqaError:
         raise XiqaError(f"{root}: not a git repository with a commit; the grid's tasks clone "
                         "the project at the driver's commit") from None
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock")
+    dirty = git("diff", "--name-only", "HEAD", "--", ".", ":!dvc.lock").splitlines()
     if dirty:
-        first = dirty.splitlines()[0][3:]
-        raise XiqaError(f"{first}: uncommitted change (and {len(dirty.splitlines()) - 1} more); "
-                        "every task clones the driver's commit, so commit first")
+        more = f" (and {len(dirty) - 1} more files)" if len(dirty) > 1 else ""
+        raise XiqaError(f"{dirty[0]}: uncommitted change{more}; every task clones the driver's "
+                        "commit, so commit first")
     return head
 
 
@@ -485,6 +485,7 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
                     if st.state == "running":
                         st.node = node
                 live.update(_table(states.values(), _node_names(ray), "xiqa grid"))
+        console.print()
         return list(states.values())
     finally:
         ray.shutdown()
@@ -502,7 +503,9 @@ def _finish(root: Path, stages: Sequence[str], computed: list[str], env: dict[st
     from it, not run again (one writer of dvc.lock, the same study as a sequential repro)."""
     _call(dvc("pull", "--run-cache", "--allow-missing"), root, env)
     targets = [] if "evaluate" in stages else list(stages)  # plain repro: the report too
-    out = _call(dvc("repro", "--pull", *targets), root, env, echo=echo)
+    out = _call(dvc("repro", "--pull", *targets), root, env,
+                echo=lambda text: echo("\n".join(line for line in text.splitlines()
+                                                 if line.strip() and "it/s]" not in line)))
     rerun = sorted(set(_RAN.findall(out)) & set(computed))
     if rerun:
         raise XiqaError(f"{', '.join(rerun)}: ran again here instead of being restored from the "
