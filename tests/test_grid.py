@@ -18,7 +18,6 @@ for bit, as a sequential `dvc repro` of the same grid in another project.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -109,7 +108,7 @@ def _kill_a_training_node(client, cluster, grid: subprocess.Popen, timeout_s: fl
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if grid.poll() is not None:
-            raise AssertionError(f"the grid ended before a training ran on a worker node: {grid.communicate()}")
+            raise AssertionError(f"the grid ended (exit {grid.returncode}) before a training ran on a worker node")
         workers = {n.node_id: n for n in cluster.worker_nodes}
         for r in _runs(client, "RUNNING"):
             node = r.data.tags.get("xiqa.node")
@@ -160,12 +159,15 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
         for key, value in server.env.items():
             monkeypatch.setenv(key, value)
         started = time.monotonic()
-        grid = subprocess.Popen([sys.executable, "-m", "xiqa.cli", "grid", "run", "--address", cluster.address,
-                                 "--max-retries", "2"], cwd=root, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env={**project_env(root), **server.env})
-        killed, killed_node = _kill_a_training_node(client, cluster, grid)
-        output, _ = grid.communicate(timeout=900)
+        with open(tmp_path / "grid.log", "w") as log:  # a file, not a pipe nobody reads meanwhile
+            grid = subprocess.Popen([sys.executable, "-m", "xiqa.cli", "grid", "run", "--address",
+                                     cluster.address, "--max-retries", "2"], cwd=root, text=True,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    env={**project_env(root), **server.env})
+            killed, killed_node = _kill_a_training_node(client, cluster, grid)
+            grid.wait(timeout=900)
         cluster_s = time.monotonic() - started
+        output = (tmp_path / "grid.log").read_text()
         assert grid.returncode == 0, output[-6000:]
     finally:
         cluster.shutdown()

@@ -41,9 +41,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from xiqa.errors import XiqaError
 from xiqa.tracking.store import NODE_ENV, NODES_GONE_ENV
@@ -86,7 +87,7 @@ def _call(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
     """Run ``cmd``; return its output (stdout and stderr together), or raise a XiqaError naming
     the command and ending with the last lines of its output."""
     proc = subprocess.run(list(cmd), cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
+                          stderr=subprocess.STDOUT, check=False)
     if echo is not None:
         echo(proc.stdout)
     if proc.returncode != 0:
@@ -194,7 +195,8 @@ def git_head(root: Path) -> str:
 
 def dvc_remote(root: Path) -> str:
     """The project's default DVC remote (``dvc remote add -d``), which every node must reach."""
-    proc = subprocess.run(dvc("remote", "default"), cwd=root, text=True, capture_output=True)
+    proc = subprocess.run(dvc("remote", "default"), cwd=root, text=True, capture_output=True,
+                          check=False)
     name = proc.stdout.strip()
     if proc.returncode != 0 or not name:
         raise XiqaError("no default DVC remote: the grid's tasks exchange data and the run cache "
@@ -205,7 +207,13 @@ def dvc_remote(root: Path) -> str:
 def task_tracking(root: Path, cluster: bool) -> dict[str, str]:
     """The tracking settings every task gets: the driver's MLFLOW_TRACKING_URI (or, on this
     machine only, the project's embedded store) and its login."""
-    from xiqa.tracking.store import PASSWORD_ENV, TRACKING_ENV, USER_ENV, check_reachable, tracking_uri
+    from xiqa.tracking.store import (
+        PASSWORD_ENV,
+        TRACKING_ENV,
+        USER_ENV,
+        check_reachable,
+        tracking_uri,
+    )
 
     uri = tracking_uri(root)
     if uri.startswith(("http://", "https://")):
@@ -243,7 +251,7 @@ def _supervised(cmd: Sequence[str]) -> list[str]:
 
 def _node_call(cmd: Sequence[str], cwd: Path, env: dict[str, str], log: list[str]) -> str:
     proc = subprocess.run(_supervised(cmd), cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
+                          stderr=subprocess.STDOUT, check=False)
     log.append(f"$ {' '.join(cmd)}\n{proc.stdout}")
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.strip().splitlines()[-30:])
@@ -440,9 +448,9 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
             tracking: dict[str, str], device: str, gpus_per_cell: float, max_retries: int,
             console: Any) -> list[CellState]:
     ray = _import_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     from rich.console import Console
     from rich.live import Live
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
@@ -472,7 +480,7 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
                     st = states[by_ref[ref]]
                     try:
                         result = ray.get(ref)
-                    except Exception as err:  # a RayTaskError, a lost node after the retries
+                    except ray.exceptions.RayError as err:  # a failed task, a node lost after the retries
                         st.state, st.error = "failed", _short_error(err)
                     else:
                         st.state, st.ran, st.seconds = "done", result["ran"], result["seconds"]
