@@ -53,6 +53,7 @@ GRID_STAGES = ("train", "randomise", "evaluate")
 UPSTREAM_STAGES = ("data", "prepare")
 SCRATCH_ENV = "XIQA_GRID_SCRATCH"  # where a task clones the project (default: the node's temp dir)
 RAY_MISSING = "xiqa grid needs Ray: pip install 'xiqa[ray]'"
+HEAD_RESOURCE = "node:__internal_head__"  # a resource Ray gives the head node only
 _RAN = re.compile(r"Running stage '([^']+)'")
 TERM_GRACE_S = 30.0  # how long a stage may take to end its MLflow run after SIGTERM
 
@@ -448,7 +449,6 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
             tracking: dict[str, str], device: str, gpus_per_cell: float, max_retries: int,
             console: Any) -> list[CellState]:
     ray = _import_ray()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     from rich.console import Console
     from rich.live import Live
 
@@ -458,9 +458,10 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
     else:
         ray.init(address=address, log_to_driver=False)
     try:
-        here = ray.get_runtime_context().get_node_id()
-        board = ray.remote(num_cpus=0)(_Board).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+        # the board lives on the head node (which a worker's failure does not take down) and is
+        # restarted elsewhere if that node goes too: it only feeds the table
+        board = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(_Board).options(
+            resources={HEAD_RESOURCE: 0.001}).remote()
         resources = ({"num_gpus": gpus_per_cell, "num_cpus": 1} if device.startswith("cuda")
                      else {"num_cpus": 1})
         remote = ray.remote(run_cell).options(max_retries=max_retries, retry_exceptions=True,
@@ -485,7 +486,11 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
                     else:
                         st.state, st.ran, st.seconds = "done", result["ran"], result["seconds"]
                         st.node = result["node"]
-                for name, (attempts, node) in ray.get(board.snapshot.remote()).items():
+                try:
+                    starts = ray.get(board.snapshot.remote(), timeout=10)
+                except ray.exceptions.RayError:  # the board is being restarted: next tick
+                    starts = {}
+                for name, (attempts, node) in starts.items():
                     st = states[name]
                     st.attempts = attempts
                     if st.state == "queued":
