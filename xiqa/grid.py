@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -313,26 +314,43 @@ def restore_from_run_cache(root: Path, names: Sequence[str]) -> None:
 def supervise(cmd: Sequence[str]) -> int:
     """Run ``cmd`` in its own process group and end that group with SIGTERM (then SIGKILL after
     ``TERM_GRACE_S``) when this process's parent, a Ray worker, dies or when this process gets
-    SIGTERM: without it a stage outlives a lost worker and registers a model nobody uses."""
+    SIGTERM: without it a stage outlives a lost worker and registers a model nobody uses.
+
+    The command writes to a temporary file, copied to this process's stdout when it ends: a
+    pipe to a dead worker would fail the stage's next print (its run would end FAILED instead
+    of KILLED). Returns the command's exit status (``128 + signal`` when it was ended)."""
     parent = os.getppid()
     _die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the line above took effect
         return 128 + signal.SIGTERM
-    child = subprocess.Popen(list(cmd), start_new_session=True)
+    ended: list[int] = []
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(list(cmd), start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
-    def end_group(signum: int, frame: Any) -> None:
+        def end_group(signum: int, frame: Any) -> None:
+            ended.append(signum)
+            _signal_group(child.pid, signal.SIGTERM)
+            timer = threading.Timer(TERM_GRACE_S, _signal_group, (child.pid, signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
+
+        signal.signal(signal.SIGTERM, end_group)
+        signal.signal(signal.SIGINT, end_group)
+        status = child.wait()
+        out.seek(0)
         try:
-            os.killpg(child.pid, signal.SIGTERM)
-            child.wait(TERM_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            shutil.copyfileobj(out, sys.stdout.buffer)
+            sys.stdout.flush()
+        except OSError:  # nobody reads any more (the worker is gone)
             pass
-        sys.exit(128 + signum)
+    return 128 + ended[0] if ended else status
 
-    signal.signal(signal.SIGTERM, end_group)
-    signal.signal(signal.SIGINT, end_group)
-    return child.wait()
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _die_with_parent(sig: int) -> None:
