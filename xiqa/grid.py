@@ -137,9 +137,11 @@ def out_of_date(root: Path, names: Iterable[str], env: dict[str, str] | None = N
     names = list(names)
     if not names:
         return set()
-    text = _call(dvc("status", "--json", *names), root, env)
-    changed = json.loads(text[text.index("{"):]) if "{" in text else {}
-    return set(changed) & set(names)
+    proc = subprocess.run(dvc("status", "--json", *names), cwd=root, env=env, text=True,
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise XiqaError(f"`dvc status` exited {proc.returncode} in {root}: {proc.stderr.strip()[-2000:]}")
+    return set(json.loads(proc.stdout or "{}")) & set(names)
 
 
 def plan_grid(root: Path, stages: Sequence[str], run_upstream: Callable[[list[str]], None],
@@ -170,7 +172,7 @@ def plan_grid(root: Path, stages: Sequence[str], run_upstream: Callable[[list[st
                         f"{','.join(stages)}; add {', '.join(sorted({cells[n].stage for n in missing}))} "
                         "or run them first")
     todo = [cells[n] for n in grid_part if n in stale]
-    restore = {c.name: [n for n in _closure(c.inputs, inputs)] for c in todo}
+    restore = {c.name: _closure(c.inputs, inputs) for c in todo}
     return Plan(upstream, todo, [n for n in grid_part if n not in stale and cells[n].stage in stages],
                 restore)
 
