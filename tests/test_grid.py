@@ -93,6 +93,45 @@ def test_grid_run_refuses_uncommitted_changes_and_a_missing_remote(make_project,
     assert proc.returncode == 2 and "params.yaml: uncommitted change" in proc.stderr
 
 
+STAGE = """
+import sys, time
+from pathlib import Path
+from xiqa.tracking.store import tracked_run
+root = Path(sys.argv[1])
+with tracked_run(root, "lvot", "trained-resnet50-s1", {}, {}) as run:
+    print("a line before the worker dies")
+    (root / "run_id").write_text(run.info.run_id)
+    while True:
+        print("a line after", flush=True)  # to a pipe, a dead worker's would fail this
+        time.sleep(0.1)
+"""
+
+
+def test_a_stage_under_the_supervisor_ends_its_run_killed_when_the_worker_dies(tmp_path: Path) -> None:
+    import mlflow
+
+    from xiqa.tracking.store import ensure_store
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    (tmp_path / "stage.py").write_text(STAGE)
+    worker = (f"import subprocess, sys; subprocess.run([sys.executable, '-m', 'xiqa.grid', 'supervise', "
+              f"sys.executable, {str(tmp_path / 'stage.py')!r}, {str(root)!r}], stdout=subprocess.PIPE)")
+    proc = subprocess.Popen([sys.executable, "-c", worker], env=project_env(root))
+    deadline = time.monotonic() + 120
+    while not (root / "run_id").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the stage never started its run"
+        time.sleep(0.2)
+    proc.kill()  # the Ray worker dies: its supervisor gets SIGTERM and passes it to the stage
+    proc.wait()
+    client = mlflow.MlflowClient(ensure_store(root))
+    run_id = (root / "run_id").read_text()
+    while client.get_run(run_id).info.status == "RUNNING":
+        assert time.monotonic() < deadline, "the stage's run was left RUNNING"
+        time.sleep(0.2)
+    assert client.get_run(run_id).info.status == "KILLED"
+
+
 # --------------------------------------------------------------------------- slow
 @pytest.fixture(scope="module")
 def server() -> Server:
