@@ -228,6 +228,7 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
     finished = _runs(client, "FINISHED")
     cell = {k: killed.data.tags[k] for k in ("arch", "seed")}
     again = [r for r in finished if r.data.tags.get("condition") == "trained"
+             and r.data.tags.get("xiqa.kind") != "evaluation"
              and all(r.data.tags.get(k) == v for k, v in cell.items())]
     assert len(again) == 1 and again[0].data.tags["xiqa.node"] != killed_node
 
