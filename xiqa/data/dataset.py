@@ -7,7 +7,7 @@ memory-mappable cache, ``data/prepared/<dataset>/images_<S>px.{npy,json}``
 split's rows of that cache (cached per process): training, randomisation and evaluation never
 decode a scan, and a split's pages are read from disk or the page cache only when used.
 :meth:`Split.inputs` gives the normalised float32 network input; :func:`batches` iterates a
-split in (optionally augmented, shuffled, seeded) mini-batches.
+split in shuffled, seeded mini-batches.
 """
 
 from __future__ import annotations
@@ -207,23 +207,17 @@ def _load_split(prepared: Path, raw: Path, dataset: str, split: str, image_size:
                  rows.ids, torch.tensor(rows.sizes, dtype=torch.int64))
 
 
-class _Augmented(torch.utils.data.Dataset):
-    """Rows of a split, each augmented on access (in the worker that loads it)."""
+class _SplitRows(torch.utils.data.Dataset):
+    """Rows of a split as ``(uint8 [1, S, S], int64)`` pairs."""
 
-    def __init__(self, split: Split, augment: bool) -> None:
-        from xiqa.data.transforms import augmentation
-
+    def __init__(self, split: Split) -> None:
         self.split = split
-        self.transform = augmentation() if augment else None
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.split.images[i]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.split.labels[i]
+        return self.split.images[i], self.split.labels[i]
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -237,19 +231,18 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def batches(split: Split, batch_size: int, *, shuffle: bool = False, augment: bool = False,
+def batches(split: Split, batch_size: int, *, shuffle: bool = False,
             generator: torch.Generator | None = None, num_workers: int = 0,
             drop_singleton: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader of mini-batches ``(uint8 [B, 1, S, S], int64 [B])`` of ``split``.
 
     ``shuffle`` draws the order from ``generator`` (seeded by the caller, which makes the order
-    and, with workers, their augmentation seeds reproducible); ``augment`` applies
-    :func:`xiqa.data.transforms.augmentation` per sample (in the main process its draws come
-    from torch's global generator). ``drop_singleton`` drops a last batch of one sample, which
-    BatchNorm cannot train on. Images stay uint8: normalise them on the target device.
+    reproducible). ``drop_singleton`` drops a last batch of one sample, which BatchNorm cannot
+    train on. Images stay uint8: augment (:func:`xiqa.data.transforms.augment`, a whole batch at
+    once) and normalise them on the target device.
     """
     return torch.utils.data.DataLoader(
-        _Augmented(split, augment), batch_size=batch_size, shuffle=shuffle,
+        _SplitRows(split), batch_size=batch_size, shuffle=shuffle,
         generator=generator, num_workers=num_workers, worker_init_fn=_seed_worker,
         drop_last=drop_singleton and len(split) % batch_size == 1 and len(split) > 1,
         persistent_workers=False)
