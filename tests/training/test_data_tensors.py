@@ -9,10 +9,22 @@ import numpy as np
 import pytest
 import torch
 
-from xiqa.data.dataset import SPLITS, batches, cache_files, load_split, write_image_cache
+from xiqa.data.dataset import (
+    SPLITS,
+    batches,
+    cache_files,
+    load_split,
+    write_image_cache,
+)
 from xiqa.data.images import read_scan
-from xiqa.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, augment, normalise, preprocess,
-                                  to_cached)
+from xiqa.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    augment,
+    normalise,
+    preprocess,
+    to_cached,
+)
 from xiqa.errors import XiqaError
 
 
@@ -30,8 +42,8 @@ def test_load_split_gives_uint8_squares_labels_ids_and_original_sizes(tiny_root:
 
 def test_the_image_cache_holds_exactly_what_decoding_each_scan_gives(tiny_root: Path) -> None:
     # the reference is the per-scan decode + resize that load_split did before the cache
-    images_csv = {r["image_id"]: r["path"] for r in
-                  csv.DictReader(open(tiny_root / "data/prepared/objectcxr/images.csv"))}
+    with open(tiny_root / "data/prepared/objectcxr/images.csv", newline="") as fh:
+        images_csv = {r["image_id"]: r["path"] for r in csv.DictReader(fh)}
     for name in SPLITS:
         split = load_split(tiny_root, "objectcxr", name, 40)
         decoded = torch.stack([to_cached(read_scan(tiny_root / "data/raw/objectcxr" / images_csv[i]), 40)
@@ -61,7 +73,7 @@ def test_a_stale_image_cache_is_refused_naming_the_index(tiny_root: Path) -> Non
     prepared = tiny_root / "data/prepared/objectcxr"
     npy, index = cache_files(prepared, 32)
     # a cache written at another size under this name
-    other_npy, other_index = cache_files(prepared, 40)
+    _, other_index = cache_files(prepared, 40)
     index.write_text(other_index.read_text())
     with pytest.raises(XiqaError, match=rf"{index.name}: cache of 40 px .*expected 32 px"):
         load_split(tiny_root, "objectcxr", "train", 32)
