@@ -31,7 +31,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Augmentation strengths (the paper names the kinds, not the amounts): mild, so that the small
 # object that causes the label stays inside the image.
 JITTER = {"brightness": 0.2, "contrast": 0.2}
-AFFINE = {"degrees": 10.0, "translate": (0.05, 0.05), "scale": (0.95, 1.05)}
+DEGREES: float = 10.0
+TRANSLATE: tuple[float, float] = (0.05, 0.05)  # fractions of width, height
+SCALE: tuple[float, float] = (0.95, 1.05)
+AFFINE = {"degrees": DEGREES, "translate": TRANSLATE, "scale": SCALE}
 FLIP_P = 0.5
 
 
@@ -114,14 +117,12 @@ def draw_augment_params(n: int, height: int, width: int,
         return torch.rand(n, dtype=torch.float64, generator=generator) < p
 
     b, c = JITTER["brightness"], JITTER["contrast"]
-    deg = AFFINE["degrees"]
-    max_shift = torch.tensor([AFFINE["translate"][0] * width, AFFINE["translate"][1] * height],
-                             dtype=torch.float64)
+    max_shift = torch.tensor([TRANSLATE[0] * width, TRANSLATE[1] * height], dtype=torch.float64)
     return AugmentParams(
         brightness=uniform(max(0.0, 1 - b), 1 + b), contrast=uniform(max(0.0, 1 - c), 1 + c),
-        brightness_first=coin(0.5), angle=uniform(-deg, deg),
+        brightness_first=coin(0.5), angle=uniform(-DEGREES, DEGREES),
         translate=((uniform(-1.0, 1.0, 2) * max_shift).round()).to(torch.int64),
-        scale=uniform(*AFFINE["scale"]), flip=coin(FLIP_P))
+        scale=uniform(*SCALE), flip=coin(FLIP_P))
 
 
 def affine_theta(params: AugmentParams) -> torch.Tensor:

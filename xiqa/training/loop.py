@@ -144,7 +144,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     dev = resolve_device(device)
     seed_everything(seed, dev)
     layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model.to(dev, memory_format=layout)
+    model.to(dev).to(memory_format=layout)
     amp = autocast_dtype(recipe.precision, dev)
     optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
