@@ -3,9 +3,9 @@
     python benchmarks/train.py [--arch resnet34] [--size 64] [--images 96] [--batch 16] [--repeats 3]
                                [--device cuda] [--no-mlflow] [--precision-archs resnet34,...]
                                [--jpegs 1000] [--jpeg-size 2000] [--cache-size 600]
-                               [--skip loop,precision,load]
+                               [--skip loop,augment,precision,load]
 
-Three parts:
+Four parts:
 
 1. ``loop``: the `train` stage's loop against a bare PyTorch loop. Same model (fresh copies of
    one initialisation), batch size, images and number of steps. The bare loop is the floor:
@@ -16,10 +16,14 @@ Three parts:
    per epoch, and every epoch's metrics logged to a real (temporary) sqlite MLflow store through
    the same callback as the stage. Runs alternate (bare, stage, bare, ...) so that load from
    other processes hits both alike; medians are reported. ``stage/bare`` ≥ 0.9 is the target.
-2. ``precision``: images/second of bare training steps per architecture (``--precision-archs``,
+2. ``augment``: seconds to augment one batch (``--aug-batch`` images of ``--aug-size`` px) with
+   :func:`xiqa.data.transforms.augment` (one batched call), with torchvision v2 image by image
+   (the previous per-sample path) and with ``kornia.augmentation`` (same kinds and strengths;
+   skipped when kornia is not installed).
+3. ``precision``: images/second of bare training steps per architecture (``--precision-archs``,
    at ``--size``) in fp32 and under bf16 autocast (and fp16 on CUDA), each with the default
    (NCHW) and channels_last layout, alternating, median of ``--repeats``; ratios to fp32 NCHW.
-3. ``load``: what a training / evaluation process pays to get a split's images. ``decode``: every
+4. ``load``: what a training / evaluation process pays to get a split's images. ``decode``: every
    scan decoded and resized in the process (what ``load_split`` did before the cache, and what
    `prepare` now does once); ``mapped``: ``load_split`` mapping the cache and reading every byte
    (page cache warm: the cache was just written; a cold disk adds its read time). Scans are
@@ -174,6 +178,46 @@ def part_precision(args, dev: torch.device) -> None:
         print(f"  {arch:16s} " + ", ".join(cells))
 
 
+def part_augment(args, dev: torch.device) -> None:
+    """Seconds per augmented batch: ours (one batched call) vs torchvision v2 image by image (the
+    old path) vs kornia.augmentation (if installed), same batch, median of ``--repeats``."""
+    from xiqa.data.transforms import AFFINE, FLIP_P, JITTER, augment, augmentation
+
+    images = _split(args.aug_batch, args.aug_size, 3).images.to(dev)
+    per_image = augmentation()
+    runs: dict[str, object] = {
+        "batched (xiqa)": lambda g: augment(images, g),
+        "torchvision v2 per image": lambda g: torch.stack([per_image(im) for im in images]),
+    }
+    try:
+        import kornia.augmentation as K
+
+        kornia = K.AugmentationSequential(
+            K.ColorJitter(brightness=JITTER["brightness"], contrast=JITTER["contrast"], p=1.0),
+            K.RandomAffine(degrees=AFFINE["degrees"], translate=AFFINE["translate"],
+                           scale=AFFINE["scale"], resample="nearest", p=1.0),
+            K.RandomHorizontalFlip(p=FLIP_P)).to(dev)
+        runs["kornia.augmentation"] = lambda g: kornia(images.float().div(255.0))
+    except ImportError:
+        print("  (kornia not installed: its column is skipped)")
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for name, fn in runs.items():  # warm-up
+        fn(torch.Generator().manual_seed(0))  # type: ignore[operator]
+    for r in range(args.repeats):
+        for name, fn in runs.items():
+            _sync(dev)
+            start = time.perf_counter()
+            fn(torch.Generator().manual_seed(r))  # type: ignore[operator]
+            _sync(dev)
+            times[name].append(time.perf_counter() - start)
+    ours = statistics.median(times["batched (xiqa)"])
+    print(f"[augment] one batch of {args.aug_batch} uint8 images {args.aug_size} px, {_where(dev)}, "
+          f"median of {args.repeats}")
+    for name, t in times.items():
+        m = statistics.median(t)
+        print(f"  {name:26s} {m * 1e3:9.1f} ms/batch   {m / ours:6.1f}x ours")
+
+
 def _write_jpegs(root: Path, n: int, size: int) -> None:
     """A prepared project with ``n`` synthetic ``size`` px JPEGs split 80/10/10."""
     import numpy as np
@@ -257,7 +301,9 @@ def main() -> None:
     ap.add_argument("--jpegs", type=int, default=1000)
     ap.add_argument("--jpeg-size", type=int, default=2000)
     ap.add_argument("--cache-size", type=int, default=600)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: loop, precision, load")
+    ap.add_argument("--aug-batch", type=int, default=32)
+    ap.add_argument("--aug-size", type=int, default=224)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: loop, augment, precision, load")
     args = ap.parse_args()
     from xiqa.training.loop import resolve_device
 
@@ -265,6 +311,8 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     if "loop" not in skip:
         part_loop(args, dev)
+    if "augment" not in skip:
+        part_augment(args, dev)
     if "precision" not in skip:
         part_precision(args, dev)
     if "load" not in skip:
