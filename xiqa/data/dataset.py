@@ -243,16 +243,17 @@ def _seed_worker(worker_id: int) -> None:
 
 def batches(split: Split, batch_size: int, *, shuffle: bool = False,
             generator: torch.Generator | None = None, num_workers: int = 0,
-            drop_singleton: bool = False) -> torch.utils.data.DataLoader:
+            drop_singleton: bool = False, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader of mini-batches ``(uint8 [B, 1, S, S], int64 [B])`` of ``split``.
 
     ``shuffle`` draws the order from ``generator`` (seeded by the caller, which makes the order
     reproducible). ``drop_singleton`` drops a last batch of one sample, which BatchNorm cannot
     train on. Images stay uint8: augment (:func:`xiqa.data.transforms.augment`, a whole batch at
-    once) and normalise them on the target device.
+    once) and normalise them on the target device; ``pin_memory`` (for CUDA) makes that copy
+    asynchronous.
     """
     return torch.utils.data.DataLoader(
         _SplitRows(split), batch_size=batch_size, shuffle=shuffle,
         generator=generator, num_workers=num_workers, worker_init_fn=_seed_worker,
         drop_last=drop_singleton and len(split) % batch_size == 1 and len(split) > 1,
-        persistent_workers=False)
+        persistent_workers=False, pin_memory=pin_memory)

@@ -153,7 +153,8 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     order = torch.Generator().manual_seed(seed)
     draws = torch.Generator().manual_seed(stream_seed(seed, 1)) if recipe.augment else None
     loader = batches(train_split, recipe.batch_size, shuffle=True, generator=order,
-                     num_workers=recipe.num_workers, drop_singleton=True)
+                     num_workers=recipe.num_workers, drop_singleton=True,
+                     pin_memory=dev.type == "cuda")
     loss_fn = nn.CrossEntropyLoss()
     # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
