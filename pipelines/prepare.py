@@ -1,7 +1,9 @@
 """Stage `prepare`: patient-wise, label-stratified, seeded splits and the box and image tables.
 
 Reads ``data/raw/<dataset>/`` and writes ``data/prepared/<dataset>/`` (``splits.csv``,
-``boxes.csv``, ``images.csv``). For Object-CXR the distributed ``train/`` and ``dev/`` parts are
+``boxes.csv``, ``images.csv``) and the image cache ``images_<S>px.{npy,json}``: every scan decoded
+once and resized to ``train.<dataset>.image_size`` (what training, randomisation and evaluation
+read, memory-mapped). For Object-CXR the distributed ``train/`` and ``dev/`` parts are
 pooled and re-split with the ``prepare`` fractions (80/10/10 by default).
 """
 
@@ -11,6 +13,7 @@ import typer
 
 from pipelines._common import params, run, stage_app
 from xiqa.data import lvot, objectcxr, splits
+from xiqa.data.dataset import write_image_cache
 from xiqa.errors import XiqaError
 from xiqa.paths import prepared_dir, raw_dir
 
@@ -19,7 +22,7 @@ app = stage_app(__doc__.split("\n\n")[0])
 
 @app.command()
 def main(dataset: str = typer.Option(..., help="objectcxr or lvot")) -> None:
-    """Write splits.csv, boxes.csv and images.csv for data/raw/<dataset>/."""
+    """Write splits.csv, boxes.csv, images.csv and the image cache for data/raw/<dataset>/."""
     root, p = params()
     if dataset not in ("objectcxr", "lvot"):
         raise XiqaError(f"--dataset must be objectcxr or lvot, got {dataset!r}")
@@ -34,7 +37,10 @@ def main(dataset: str = typer.Option(..., help="objectcxr or lvot")) -> None:
     counts = splits.load_prepared(out).splits.groupby("split")["label"].agg(["size", "sum"])
     summary = ", ".join(f"{s} {int(counts.loc[s, 'size'])} ({int(counts.loc[s, 'sum'])} positive)"
                         for s in splits.SPLITS if s in counts.index)
-    typer.echo(f"prepare: {dataset}: {summary} -> {out.relative_to(root)}")
+    size = p.train.recipe(dataset).image_size
+    npy, _ = write_image_cache(root, dataset, size)
+    typer.echo(f"prepare: {dataset}: {summary} -> {out.relative_to(root)} "
+               f"(images cached at {size} px in {npy.name})")
 
 
 if __name__ == "__main__":

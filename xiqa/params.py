@@ -135,6 +135,10 @@ class Recipe(_Strict):
     # re-estimate BatchNorm statistics on this many training images (no augmentation) after
     # each epoch, before validation; 0: off (the paper's recipe)
     bn_recalibration: int = Field(0, ge=0)
+    # training arithmetic: fp32, or autocast to bf16 (CUDA, or a CPU with AMX / AVX512-BF16) or
+    # fp16 (CUDA only, with a gradient scaler); validation and saliency maps stay float32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory layout for the model and its inputs while training
 
 
 def _paper_lvot_recipe() -> Recipe:

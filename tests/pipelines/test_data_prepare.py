@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import yaml
 
 try:
     from tests.conftest import BIN, run
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
     from conftest import BIN, run
 from xiqa.data import phantoms
+from xiqa.data.dataset import load_split
+from xiqa.data.images import read_scan
+from xiqa.data.transforms import to_cached
 
 TINY = {"data": {"objectcxr": {"n_images": 20, "min_size": 48, "max_size": 64},
                  "lvot": {"n_patients": 6, "slices_per_patient": 4, "size": 48}}}
@@ -34,6 +39,23 @@ def test_dvc_repro_builds_data_and_prepare_then_reports_up_to_date(make_project)
     second = run(root, str(BIN / "dvc"), "repro", *STAGES)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
+    # the image cache at train.<dataset>.image_size, byte for byte what decoding gives
+    sizes = {"objectcxr": 128, "lvot": 112}  # the repository's params.yaml
+    for ds, size in sizes.items():
+        split = load_split(root, ds, "test", size)
+        paths = pd.read_csv(root / "data/prepared" / ds / "images.csv", dtype=str).set_index("image_id")["path"]
+        decoded = torch.stack([to_cached(read_scan(root / "data/raw" / ds / paths[i]), size) for i in split.ids])
+        assert split.images.numpy().tobytes() == decoded.numpy().tobytes()
+    # a new input size re-runs that dataset's prepare only, and its old cache goes
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["objectcxr"]["image_size"] = 96
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = run(root, str(BIN / "dvc"), "repro", *STAGES)
+    assert "Running stage 'prepare@objectcxr'" in third.stdout
+    assert "Running stage 'prepare@lvot'" not in third.stdout
+    assert sorted(p.name for p in (root / "data/prepared/objectcxr").glob("images_*")) == \
+        ["images_96px.json", "images_96px.npy"]
+    assert load_split(root, "objectcxr", "val", 96).images.shape[-2:] == (96, 96)
 
 
 @pytest.mark.slow

@@ -64,6 +64,29 @@ def test_a_diverging_loss_names_the_learning_rate(tiny_root: Path) -> None:
         _train(tiny_root, seed=1, recipe=RECIPE.model_copy(update={"lr": 1e12, "epochs": 1}))
 
 
+def test_fp16_on_a_cpu_is_a_user_error_naming_the_key(tiny_root: Path) -> None:
+    with pytest.raises(XiqaError, match=r"precision: fp16 needs a CUDA device"):
+        _train(tiny_root, seed=1, recipe=RECIPE.model_copy(update={"precision": "fp16", "epochs": 1}))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_mixed_precision_and_channels_last_leave_a_float32_standard_layout_model(tiny_root: Path,
+                                                                                device: str) -> None:
+    one = RECIPE.model_copy(update={"epochs": 1})
+    plain, base, _ = _train(tiny_root, seed=1, recipe=one, device=device)
+    precisions = ["bf16", "fp16"] if device == "cuda" else ["bf16"]
+    for precision in precisions:
+        model, result, _ = _train(tiny_root, seed=1, device=device, recipe=one.model_copy(
+            update={"precision": precision, "channels_last": True}))
+        weights = model.state_dict()
+        assert all(v.dtype == plain.state_dict()[k].dtype for k, v in weights.items())
+        assert weights["conv1.weight"].is_contiguous()  # back in the layout saliency expects
+        assert np.isfinite(result.history[0].train_loss)
+        # the autocast really ran in reduced precision: the loss moved off the fp32 one
+        assert result.history[0].train_loss != base.history[0].train_loss
+
+
 def test_roc_auc_equals_the_mann_whitney_definition_with_ties() -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)

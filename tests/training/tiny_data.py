@@ -9,11 +9,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from xiqa.data.dataset import write_image_cache
+
 
 def write_tiny_dataset(root: Path, dataset: str = "objectcxr", n: int = 16, seed: int = 0,
-                       splits: tuple[int, int, int] = (8, 4, 4)) -> Path:
-    """``n`` PNG images of varying size under ``root/data/raw/<dataset>/img/`` and the three CSVs
-    under ``root/data/prepared/<dataset>/``; returns ``root``."""
+                       splits: tuple[int, int, int] = (8, 4, 4),
+                       cache_sizes: tuple[int, ...] = (32, 40)) -> Path:
+    """``n`` PNG images of varying size under ``root/data/raw/<dataset>/img/``, the three CSVs
+    under ``root/data/prepared/<dataset>/`` and the image cache at each of ``cache_sizes`` (what
+    the `prepare` stage writes); returns ``root``."""
     rng = np.random.default_rng(seed)
     raw = root / "data" / "raw" / dataset
     prepared = root / "data" / "prepared" / dataset
@@ -41,4 +45,6 @@ def write_tiny_dataset(root: Path, dataset: str = "objectcxr", n: int = 16, seed
             writer = csv.writer(fh)
             writer.writerow(header)
             writer.writerows(rows)
+    for size in cache_sizes:
+        write_image_cache(root, dataset, size)
     return root

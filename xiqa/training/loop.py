@@ -1,9 +1,10 @@
-"""The training loop (SPEC 3): SGD with momentum, step schedule, cross-entropy, v2 augmentations,
-best epoch by validation accuracy. No MLflow here: each epoch is reported to a callback.
+"""The training loop (SPEC 3): SGD with momentum, step schedule, cross-entropy, augmentation of
+whole batches on the model's device, optional mixed precision, best epoch by validation
+accuracy. No MLflow here: each epoch is reported to a callback.
 
-Seeding: :func:`seed_everything` seeds torch (model init, augmentation draws) and turns on
-deterministic algorithms; the batch order comes from a ``torch.Generator`` seeded with the same
-seed. On CPU two runs with the same seed give bit-identical weights.
+Seeding: :func:`seed_everything` seeds torch (model init) and turns on deterministic
+algorithms; the batch order and the augmentation draws come from two ``torch.Generator`` s
+seeded from the same seed. On CPU two runs with the same seed give bit-identical weights.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from xiqa.data.dataset import Split, batches
-from xiqa.data.transforms import normalise
+from xiqa.data.transforms import augment, normalise
 from xiqa.errors import XiqaError
 from xiqa.params import Recipe
 from xiqa.training.metrics import accuracy, roc_auc
@@ -112,6 +114,24 @@ def _better(candidate: tuple[float, float], best: tuple[float, float] | None) ->
     return best is None or key(candidate) > key(best)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (``None``: fp32, no autocast); fp16 on
+    a CPU is a :class:`XiqaError` (no gradient scaler there, and no speed-up)."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise XiqaError("train.<dataset>.precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    if precision not in ("bf16", "fp16"):
+        raise XiqaError(f"train.<dataset>.precision must be fp32, bf16 or fp16, got {precision!r}")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """An independent 63-bit seed for random stream ``stream`` of run ``seed`` (NumPy's
+    SeedSequence), so the batch order and the augmentation draws do not share one stream."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe, *, seed: int,
           device: str = "cpu", on_epoch: Callable[[EpochLog], None] | None = None,
           progress: bool = True) -> TrainResult:
@@ -123,15 +143,22 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     """
     dev = resolve_device(device)
     seed_everything(seed, dev)
-    model.to(dev)
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model.to(dev).to(memory_format=layout)
+    amp = autocast_dtype(recipe.precision, dev)
     optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     schedule = (torch.optim.lr_scheduler.StepLR(optimiser, recipe.step_size, recipe.gamma)
                 if recipe.step_size else None)
     order = torch.Generator().manual_seed(seed)
-    loader = batches(train_split, recipe.batch_size, shuffle=True, augment=recipe.augment,
-                     generator=order, num_workers=recipe.num_workers, drop_singleton=True)
+    draws = torch.Generator().manual_seed(stream_seed(seed, 1)) if recipe.augment else None
+    loader = batches(train_split, recipe.batch_size, shuffle=True, generator=order,
+                     num_workers=recipe.num_workers, drop_singleton=True,
+                     pin_memory=dev.type == "cuda")
     loss_fn = nn.CrossEntropyLoss()
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    autocast = (lambda: torch.autocast(dev.type, dtype=amp)) if amp is not None else nullcontext
     result = TrainResult(best_epoch=0, val_accuracy=float("nan"), val_auc=float("nan"))
     best_state: dict[str, torch.Tensor] | None = None
     bar = _EpochBar(recipe.epochs, len(loader), enabled=progress)
@@ -142,12 +169,21 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
             lr = optimiser.param_groups[0]["lr"]
             bar.start(epoch)
             for images, labels in loader:
-                x = normalise(images.to(dev, non_blocking=True))
+                images = images.to(dev, non_blocking=True)
+                if draws is not None:
+                    images = augment(images, draws)
+                x = normalise(images).contiguous(memory_format=layout)
                 y = labels.to(dev, non_blocking=True)
                 optimiser.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimiser.step()
+                with autocast():
+                    loss = loss_fn(model(x), y)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimiser)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimiser.step()
                 total += loss.item() * len(y)
                 seen += len(y)
                 bar.advance(total / seen)
@@ -172,6 +208,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                 on_epoch(log)
     assert best_state is not None
     model.load_state_dict(best_state)
+    model.to(memory_format=torch.contiguous_format)  # what registry, saliency and tests expect
     model.eval()
     return result
 
