@@ -37,6 +37,7 @@ PARAMS = {
     "evaluate": {"tolerance": 15, "tolerance_at": {"objectcxr": AT}, "batch_size": 8, "bootstrap": 50,
                  "permutations": 10, "figure_samples": 0,
                  "methods": ["gradcam", "input_x_gradient"]},
+    "sanity": {"samples": 2, "seed": 0},
     "report": {"formats": ["md", "csv", "latex", "html"]},
 }
 
@@ -69,6 +70,7 @@ def study(tmp_path_factory) -> Path:
             _stage("randomise", "--dataset", "objectcxr", "--arch", ARCH, "--condition", cond)
         out = _stage("evaluate", "--dataset", "objectcxr", "--arch", ARCH)
         assert "at tau 4.8 input px" in out
+        _stage("sanity", "--dataset", "objectcxr", "--arch", ARCH)
         _stage("report", "--out", str(root / "reports"))
     finally:
         mp.undo()
