@@ -188,7 +188,10 @@ def sanity_figure(rows: Sequence[tuple[str, Sequence[str], dict[str, dict[str, l
                 ax.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
             ax.set_xticks(range(len(blocks)))
             ax.set_xticklabels(blocks, rotation=60, ha="right", fontsize=6)
-            ax.set_ylim(-0.25, 1.05)
+            lows = [v for curve in curves.values() for v in curve[sim] if np.isfinite(v)]
+            ax.set_ylim(min([-0.25, *lows]) - 0.05, 1.05)  # never clip a curve below the usual range
+            if r == len(rows) - 1:
+                ax.set_xlabel("randomised down to (cumulative, from the logits)", fontsize=7)
             ax.set_ylabel(f"{label}\n{name}", fontsize=7)
             ax.tick_params(axis="y", labelsize=6)
             ax.grid(alpha=0.3)

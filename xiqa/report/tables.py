@@ -374,6 +374,8 @@ def localisation_table(study: StudyRuns, ds: str) -> Table:
     t.rows += base_rows
     for arch in archs:
         for cond in S.CONDITIONS:
+            if study._logged(ds, arch, cond)[0] is None:
+                continue  # skipped or not in the grid: four columns of the same note say nothing (see notes)
             for k in S.LOC_METRICS:
                 head = S.CONDITION_LABELS[cond] if len(archs) == 1 else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}"
                 col = f"{head} · {S.LOC_METRIC_LABELS[k]}"
@@ -404,6 +406,8 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
     logged = False
     for arch in study.archs[ds]:
         row, note = study._logged(ds, arch, "trained")
+        ran = row is not None and any(_num(row, S.sanity_metric(st, "mean", m)) is not None
+                                      for st in S.SANITY_STATS for m in study.methods)
         for stat in S.SANITY_STATS:
             col = S.SANITY_STAT_LABELS[stat] if len(study.archs[ds]) == 1 else \
                 f"{_arch_label(arch)} · {S.SANITY_STAT_LABELS[stat]}"
@@ -411,7 +415,7 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
             for m in study.methods:
                 mean = None if row is None else _num(row, S.sanity_metric(stat, "mean", m))
                 if mean is None:
-                    t.cells[(labels[m], col)] = note or Cell(note="not run")
+                    t.cells[(labels[m], col)] = note or Cell(note="constant maps" if ran else "not run")
                     continue
                 logged = True
                 t.cells[(labels[m], col)] = Cell(mean=mean, std=_num(row, S.sanity_metric(stat, "std", m)))
