@@ -388,6 +388,16 @@ def localisation_table(study: StudyRuns, ds: str) -> Table:
     return t
 
 
+SANITY_NOTES = (
+    ("mean ± std over the trained seeds (std: ddof = 1), each seed the mean over the stage's sample of test "
+     "images; pairs with a constant map are left out."),
+    ("MPRT (Adebayo et al. 2018): the model's blocks re-initialised cumulatively from the logits down to the "
+     "stem; similarity of each map to the trained model's map of the same image and class. A method that "
+     "depends on the learned weights falls towards 0. Random logit: SSIM of the maps for the predicted and "
+     "the other class (low: class-sensitive)."),
+)
+
+
 def sanity_table(study: StudyRuns, ds: str) -> Table:
     """Table 9 (one per dataset): per method and architecture, the MPRT similarity to the trained
     maps after full randomisation (Spearman of |maps|, SSIM) and the random-logit SSIM, mean ±
@@ -396,12 +406,7 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
     rows, labels = _method_rows(study)
     t = Table(f"table9-{ds}", f"Table 9 — sanity checks on {_ds_label(ds)}: similarity to the trained maps after "
               "full randomisation (MPRT) and between the two classes' maps (random logit)", "method", rows, [],
-              notes=["mean ± std over the trained seeds (std: ddof = 1), each seed the mean over the stage's "
-                     "sample of test images; pairs with a constant map are left out.",
-                     "MPRT (Adebayo et al. 2018): the model's blocks re-initialised cumulatively from the logits "
-                     "down to the stem; similarity of each map to the trained model's map of the same image and "
-                     "class. A method that depends on the learned weights falls towards 0. Random logit: SSIM "
-                     "of the maps for the predicted and the other class (low: class-sensitive)."])
+              notes=list(SANITY_NOTES))
     fails: dict[str, list[str]] = {}
     logged = False
     for arch in study.archs[ds]:
