@@ -10,12 +10,16 @@ evaluation run's per-image CSV and figure maps from MLflow, and logs to experime
 - one study run per dataset (DoM and RBF-MMD between architectures; the figures);
 - one report run holding the exported tables.
 
-Writes ``metrics/{pointing_game,architectures,classification}.json`` (DVC metrics),
+Also reads the ``sanity`` stage's summaries of the trained seeds (MPRT, random logit): their
+means over seeds go on the trained aggregate runs, their curves into ``figures/sanity-<ds>.png``.
+
+Writes ``metrics/{pointing_game,architectures,classification,localisation,sanity}.json`` (DVC metrics),
 ``plots/pg-<ds>-<arch>-<cond>.csv`` (DVC plots) and ``reports/`` (``xiqa report`` on this study).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import tempfile
 import uuid
 from datetime import datetime, timezone
@@ -32,7 +36,7 @@ from xiqa.report import schema as S
 
 app = _common.stage_app(__doc__.splitlines()[0])
 
-METRICS = ("pointing_game", "architectures", "classification", "localisation")
+METRICS = ("pointing_game", "architectures", "classification", "localisation", "sanity")
 
 
 def _new_study_id() -> str:
@@ -118,6 +122,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     # ------------------------------------------------------------------ aggregate runs + DVC metrics
     pg_json: dict = {}
     loc_json: dict = {}
+    sanity_json: dict = {}
     for index, cell in enumerate(grid.models):
         for cond in S.CONDITIONS:
             key = (cell.dataset, cell.arch, cond)
@@ -136,7 +141,12 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
             metrics[S.TAU] = geometry[cell.dataset][S.TAU]
             if cond == "trained":
                 metrics |= classification_metrics(classif.get((cell.dataset, cell.arch), []))
-                metrics |= sanity_metrics(sanity[(cell.dataset, cell.arch)], methods)
+                sanity_stats = sanity_metrics(sanity[(cell.dataset, cell.arch)], methods)
+                metrics |= sanity_stats
+                sanity_json.setdefault(cell.dataset, {})[cell.arch] = {
+                    stat: {m: {agg: round(sanity_stats[S.sanity_metric(stat, agg, m)], 6) for agg in ("mean", "std")
+                               if S.sanity_metric(stat, agg, m) in sanity_stats} for m in methods}
+                    for stat in S.SANITY_STATS}
             tags |= {"seeds": ",".join(map(str, seeds))}
             if key in skipped:
                 tags[S.REASON] = f"some seeds skipped: {skipped[key]}"
@@ -180,6 +190,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     write_json(root / "metrics" / "architectures.json", arch_json)
     write_json(root / "metrics" / "classification.json", classification_json)
     write_json(root / "metrics" / "localisation.json", loc_json)
+    write_json(root / "metrics" / "sanity.json", sanity_json)
     _write_plots(root / "plots", pg_json, methods)
 
     # ------------------------------------------------------------------ export the tables
@@ -233,7 +244,7 @@ def _sanity(root: Path, ds: str, arch: str, seeds: list[int]) -> list[dict]:
     return out
 
 
-def _sanity_figure(ds: str, archs: list[str], sanity: dict, methods: list[str], out: Path) -> list[Path]:
+def _sanity_figure(ds: str, archs: Sequence[str], sanity: dict, methods: list[str], out: Path) -> list[Path]:
     """``sanity-<ds>.png``: the MPRT curves of each arch (mean over its trained seeds)."""
     from xiqa.evaluation.aggregate import sanity_curves
     from xiqa.report import figures as F

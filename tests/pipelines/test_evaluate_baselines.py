@@ -324,6 +324,8 @@ def test_sanity_stage_logs_one_history_point_per_cascade_block_and_the_report_sh
             assert key not in trained.data.metrics
             continue
         assert trained.data.metrics[key] == pytest.approx(final, abs=1e-6)
+        dvc_metric = json.loads((study / "metrics" / "sanity.json").read_text())["objectcxr"][ARCH]
+        assert dvc_metric["mprt_spearman_final"][m]["mean"] == round(trained.data.metrics[key], 6)
         assert t9.loc[S.method_label(m), f"{S.SANITY_STAT_LABELS['mprt_spearman_final']} mean"] == \
             pytest.approx(final, abs=1e-6)
     md = (reports / "table9-objectcxr.md").read_text()
