@@ -19,9 +19,9 @@ Writes ``metrics/{pointing_game,architectures,classification,localisation,sanity
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import tempfile
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
