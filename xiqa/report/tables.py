@@ -392,7 +392,8 @@ SANITY_NOTES = (
     ("mean ± std over the trained seeds (std: ddof = 1), each seed the mean over the stage's sample of test "
      "images; pairs with a constant map are left out."),
     ("MPRT (Adebayo et al. 2018): the model's blocks re-initialised cumulatively from the logits down to the "
-     "stem; similarity of each map to the trained model's map of the same image and class. A method that "
+     "stem; similarity of each map (explain's maps, not smoothed) to the trained model's map of the same "
+     "image and class. A method that "
      "depends on the learned weights falls towards 0. Random logit: SSIM of the maps for the predicted and "
      "the other class (low: class-sensitive)."),
 )
