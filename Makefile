@@ -8,6 +8,7 @@ study:  ## install, then rebuild the whole study on the embedded phantoms
 	bash scripts/bootstrap.sh
 	dvc repro
 
-test:  ## install with the test extras, then run the test suite
+test:  ## install with the test extras, check the import layers, then run the test suite
 	bash scripts/bootstrap.sh test
+	lint-imports
 	python -m pytest -n 2 --dist loadfile -q

@@ -14,7 +14,6 @@ restrict the loop (for a rerun by hand).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -23,28 +22,10 @@ import typer
 from pipelines import _common
 from xiqa import paths
 from xiqa.errors import XiqaError
-from xiqa.io import write_json
-from xiqa.report import schema as S
+from xiqa.io import read_pointer, write_json
+from xiqa import schema as S
 
 app = _common.stage_app(__doc__.splitlines()[0])
-
-
-def read_pointer(path: Path) -> dict:
-    """A model or evaluation pointer; a missing or malformed file names itself."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise XiqaError(f"{path}: not found (run the stage that writes it first: `dvc repro`)") from None
-    except json.JSONDecodeError as err:
-        raise XiqaError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise XiqaError(f"{path}: expected a JSON object")
-    if data.get("status") == "skipped":
-        return data
-    missing = [k for k in ("run_id", "model_uri") if not data.get(k)]
-    if missing:
-        raise XiqaError(f"{path}: missing {', '.join(missing)}")
-    return data
 
 
 @app.command()

@@ -28,11 +28,10 @@ from pathlib import Path
 import typer
 
 from pipelines import _common
-from pipelines.evaluate import read_pointer
 from xiqa import paths
 from xiqa.errors import XiqaError
-from xiqa.io import atomic_path, write_json
-from xiqa.report import schema as S
+from xiqa.io import atomic_path, read_pointer, write_json
+from xiqa import schema as S
 
 app = _common.stage_app(__doc__.splitlines()[0])
 

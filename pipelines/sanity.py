@@ -15,9 +15,8 @@ from __future__ import annotations
 import typer
 
 from pipelines import _common
-from pipelines.evaluate import read_pointer
 from xiqa import paths
-from xiqa.io import write_json
+from xiqa.io import read_pointer, write_json
 
 app = _common.stage_app(__doc__.splitlines()[0])
 

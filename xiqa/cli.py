@@ -23,6 +23,9 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Look up and pull registered models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+grid_app = typer.Typer(help="Run the study's grid on a Ray cluster (pip install 'xiqa[ray]').",
+                       no_args_is_help=True)
+app.add_typer(grid_app, name="grid")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -201,6 +204,36 @@ def _study_tau(root: Path, dataset: str, size: int) -> tuple[float, str]:
         raise XiqaError("the model version has no 'dataset' tag, so tau cannot be derived: pass --tolerance")
     at = getattr(ev.tolerance_at, dataset, None)
     return ev.tau_px(dataset, size), f"{ev.tolerance:g} px at {at} px, scaled to {size} px"
+
+
+# --- grid (issue 16: the grid on a Ray cluster) -------------------------------------------
+@grid_app.command("run")
+def grid_run(
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (host:port of `ray start "
+                                                     "--head`, or auto); default: a Ray instance on "
+                                                     "this machine"),
+    stages: str = typer.Option("train,randomise,evaluate", help="comma-separated grid stages whose "
+                                                                "cells become Ray tasks"),
+    gpus_per_cell: float = typer.Option(1.0, help="GPUs each cell reserves when params.yaml says "
+                                                  "device: cuda (else one CPU)"),
+    max_retries: int = typer.Option(2, min=0, help="retries of a cell that failed or whose node died"),
+    repo: Optional[str] = typer.Option(None, help="what every node clones (a URL holding the driver's "
+                                                  "commit); default: this project's folder"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the out-of-date cells, run nothing"),
+) -> None:
+    """Run the out-of-date cells of train / randomise / evaluate as Ray tasks (one clone, one
+    `dvc repro --single-item` each, results exchanged through the DVC remote's run cache and the
+    MLflow tracking store), then `dvc repro` here, which restores them and runs the report."""
+
+    def go() -> None:
+        from xiqa.grid import run_grid
+        from xiqa.paths import project_root
+
+        run_grid(project_root(), address=address, stages=[s.strip() for s in stages.split(",") if s.strip()],
+                 gpus_per_cell=gpus_per_cell, max_retries=max_retries, dry_run=dry_run, repo=repo,
+                 echo=typer.echo)
+
+    run_guarded(go)
 
 
 def main() -> None:

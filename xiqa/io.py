@@ -1,4 +1,5 @@
-"""Atomic writes: a file or folder appears whole or not at all (temp file, then rename)."""
+"""Atomic writes (a file or folder appears whole or not at all: temp file, then rename), and the
+reading of the small JSON pointers the stages pass on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from xiqa.errors import XiqaError
 
 
 @contextmanager
@@ -46,3 +49,21 @@ def write_json(path: Path, data: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
+
+
+def read_pointer(path: Path) -> dict:
+    """A model or evaluation pointer; a missing or malformed file names itself."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise XiqaError(f"{path}: not found (run the stage that writes it first: `dvc repro`)") from None
+    except json.JSONDecodeError as err:
+        raise XiqaError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise XiqaError(f"{path}: expected a JSON object")
+    if data.get("status") == "skipped":
+        return data
+    missing = [k for k in ("run_id", "model_uri") if not data.get(k)]
+    if missing:
+        raise XiqaError(f"{path}: missing {', '.join(missing)}")
+    return data

@@ -23,7 +23,7 @@ try:
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
     from conftest import REPO
 
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 SIZE = 48
 AT = 150  # evaluate.tolerance_at.objectcxr: tau = 15 * 48 / 150 = 4.8 input pixels

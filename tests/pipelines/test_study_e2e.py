@@ -29,7 +29,7 @@ try:
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
     from conftest import BIN, run
 
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 ARCHS = ("resnet34", "efficientnet_b0")
 TINY = {

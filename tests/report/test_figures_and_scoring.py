@@ -10,7 +10,7 @@ from xiqa.data.dataset import Split
 from xiqa.evaluation.scoring import figure_sample, read_boxes, score_split
 from xiqa.models import zoo
 from xiqa.report import figures as F
-from xiqa.report import schema as S
+from xiqa import schema as S
 from xiqa.report.audit import parse_boxes
 from xiqa.errors import XiqaError
 

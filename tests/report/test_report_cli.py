@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xiqa.cli import app
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 try:
     from tests.report.test_tables import _runs

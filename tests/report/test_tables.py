@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from xiqa.errors import XiqaError
-from xiqa.report import schema as S
+from xiqa import schema as S
 from xiqa.report import tables as T
 
 METHODS = list(S.METHODS)

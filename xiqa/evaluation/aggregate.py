@@ -1,8 +1,8 @@
 """From per-image Pointing Game tables to the study's aggregates (SPEC 6).
 
-Pure functions of pandas frames in the per-image layout (:data:`xiqa.report.schema.
+Pure functions of pandas frames in the per-image layout (:data:`xiqa.schema.
 PER_IMAGE_COLUMNS`), returning flat ``{metric name: float}`` dicts in the names the aggregate
-and study runs log (:mod:`xiqa.report.schema`). Nothing here is ever NaN: a missing std (one
+and study runs log (:mod:`xiqa.schema`). Nothing here is ever NaN: a missing std (one
 seed) is left out, an empty set raises :class:`XiqaError`.
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 
 from xiqa.errors import XiqaError
 from xiqa.evaluation import stats
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 
 def hits_matrix(frames: Sequence[pd.DataFrame], method: str, smoothed: bool, column: str = "hit") -> np.ndarray:
@@ -53,7 +53,7 @@ def localisation_metrics(frames: Sequence[pd.DataFrame], methods: Sequence[str],
     images whose map is not constant, mean ± std over seeds with ddof = 1, bootstrap CI over the
     images scored by every seed): ``<k>_mean/<m>``, ``<k>_std/<m>``, ``<k>_ci_low/<m>``,
     ``<k>_ci_high/<m>`` for smoothed maps and ``<k>_raw_*`` for unsmoothed, k in
-    :data:`xiqa.report.schema.LOC_METRICS`. A metric whose maps were constant for every image of
+    :data:`xiqa.schema.LOC_METRICS`. A metric whose maps were constant for every image of
     a seed is left out (counted in ``constant_maps``). Per-image tables without the columns
     (evaluated before the metrics existed) are an error."""
     out: dict[str, float] = {}
@@ -103,11 +103,11 @@ def condition_metrics(frames: Sequence[pd.DataFrame], methods: Sequence[str], n_
 
 def baseline_metrics(frames: Sequence[pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """Aggregate-run metrics of the no-information baselines from the seeds' ``baselines.csv``
-    tables (:data:`xiqa.report.schema.BASELINE_COLUMNS`): ``baseline_mean/<b>`` (the mean over
+    tables (:data:`xiqa.schema.BASELINE_COLUMNS`): ``baseline_mean/<b>`` (the mean over
     the scored images) and ``baseline_ci_low/<b>``, ``baseline_ci_high/<b>`` (bootstrap over
     images, as for the methods); the localisation baselines likewise as
-    ``baseline_<k>_mean/<b>`` etc. (:func:`xiqa.report.schema.loc_agg_baseline_metric`). Every seed scores the same images and boxes, so the tables
-    must agree; a disagreement (evaluations at different τ or on different splits) is an error,
+    ``baseline_<k>_mean/<b>`` etc. (:func:`xiqa.schema.loc_agg_baseline_metric`). Every seed
+    scores the same images and boxes, so the tables must agree; a disagreement (evaluations at different τ or on different splits) is an error,
     and there is no std over seeds."""
     if not frames:
         raise XiqaError("no baselines table to aggregate")

@@ -22,7 +22,7 @@ from xiqa import paths
 from xiqa.errors import XiqaError
 from xiqa.io import write_json
 from xiqa.params import Params
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 __all__ = ["SanityCell", "summarise"]
 

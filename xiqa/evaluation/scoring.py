@@ -7,9 +7,9 @@ without smoothing, smooths those maps with :func:`xiqa.saliency.smoothing` (rath
 the saliency methods twice), and plays the Pointing Game on both. From the same maps (no extra
 pass) it scores the localisation metrics of :mod:`xiqa.evaluation.localisation` (mass, rank,
 AUC, top-k) on the boxes as a mask at input size, and their no-information baselines (uniform
-and centre-Gaussian maps). It returns one row per image ×
-method × smoothing flag (:data:`xiqa.report.schema.PER_IMAGE_COLUMNS`), one row per scored image
-of the no-information baselines (:data:`xiqa.report.schema.BASELINE_COLUMNS`) and, for a fixed
+and centre-Gaussian maps). It returns one row per image × method × smoothing flag
+(:data:`xiqa.schema.PER_IMAGE_COLUMNS`), one row per scored image of the no-information
+baselines (:data:`xiqa.schema.BASELINE_COLUMNS`) and, for a fixed
 sample of images, the maps for the report's figures.
 """
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from xiqa.errors import XiqaError
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 
 def read_boxes(path: Path) -> dict[str, np.ndarray]:
@@ -77,7 +77,7 @@ class ScoreResult:
         return {m: float(g["hit"].mean()) for m, g in rows.groupby("method", sort=False)}
 
     def localisation(self, smoothed: bool) -> dict[str, dict[str, float]]:
-        """``{metric: {method: mean}}`` of :data:`xiqa.report.schema.LOC_METRICS` over the scored
+        """``{metric: {method: mean}}`` of :data:`xiqa.schema.LOC_METRICS` over the scored
         images whose map is not constant (NaN rows left out); a method with no such image is
         absent from its metric's dict."""
         rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
@@ -122,12 +122,13 @@ def score_split(
     ``target``: ``"predicted"`` explains the arg-max class, ``"label"`` the true label.
     ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: the saliency package's Gaussian,
     σ = 1, 11×11). ``topk_fraction``, ``centre_sigma``: the localisation metrics' k (a fraction
-    of the input's pixels) and the centre-Gaussian baseline's σ (a fraction of the side). Raises :class:`XiqaError` when no test image has a box.
+    of the input's pixels) and the centre-Gaussian baseline's σ (a fraction of the side).
+    Raises :class:`XiqaError` when no test image has a box.
     """
     from xiqa import saliency
     from xiqa.evaluation import localisation as loc
     from xiqa.evaluation import pointing_game as pg
-    from xiqa.report.samples import SampleMaps, to_uint8
+    from xiqa.evaluation.samples import SampleMaps, to_uint8
 
     if target not in ("predicted", "label"):
         raise XiqaError(f"evaluate.target must be 'predicted' or 'label', got {target!r}")

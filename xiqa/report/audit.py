@@ -120,7 +120,7 @@ def audit_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size: 
 def audit_figure(result: AuditResult, maps: dict[str, np.ndarray], image: np.ndarray, boxes: np.ndarray,
                  title: str = ""):
     """One row: the scan with its boxes, then each method's overlay (peak cross, hit colour)."""
-    from xiqa.report import schema as S
+    from xiqa import schema as S
     from xiqa.report.figures import Panel, overlay_grid
 
     panels = [Panel(image, None, boxes)]

@@ -1,7 +1,7 @@
 """``xiqa report``: read one study's runs from the tracking store and write its tables and page.
 
 Never touches a model: every number comes from what the aggregate and study runs logged
-(:mod:`xiqa.report.schema`), fetched with ``mlflow.search_runs``; the figures are the study runs'
+(:mod:`xiqa.schema`), fetched with ``mlflow.search_runs``; the figures are the study runs'
 ``figures/`` artifacts. The store is the project's embedded one, or ``MLFLOW_TRACKING_URI``.
 """
 
@@ -15,7 +15,7 @@ import pandas as pd
 
 from xiqa.errors import XiqaError
 from xiqa.io import write_text
-from xiqa.report import schema as S
+from xiqa import schema as S
 from xiqa.report import tables as T
 
 FORMATS = ("md", "csv", "latex", "html")

@@ -34,8 +34,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from xiqa.errors import XiqaError  # noqa: E402
 from xiqa.io import atomic_path  # noqa: E402
-from xiqa.report import schema as S  # noqa: E402
-from xiqa.report.samples import SampleMaps, to_uint8  # noqa: E402,F401  (re-exported)
+from xiqa import schema as S  # noqa: E402
+from xiqa.evaluation.samples import SampleMaps, to_uint8  # noqa: E402,F401  (re-exported)
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -123,9 +123,17 @@ def _columns(methods: Sequence[str]) -> list[str]:
     return ["scan"] + [S.method_label(m) for m in methods]
 
 
+def sample_panel(maps: SampleMaps, k: int, method: str, smoothed: bool = True) -> Panel:
+    """Image ``k`` of a figure sample with ``method``'s map, its peak and its hit."""
+    m = maps.methods.index(method)
+    hit = maps.hits[smoothed][k, m]
+    return Panel(maps.images[k], maps.maps[smoothed][k, m], maps.boxes[k],
+                 tuple(maps.peaks[smoothed][k, m]), None if np.isnan(hit) else bool(hit))
+
+
 def _row(maps: SampleMaps, k: int, methods: Sequence[str], smoothed: bool) -> list[Panel]:
     scan = Panel(maps.images[k], None, maps.boxes[k])
-    return [scan] + [maps.panel(k, m, smoothed) for m in methods]
+    return [scan] + [sample_panel(maps, k, m, smoothed) for m in methods]
 
 
 def _common_methods(models: Sequence[SampleMaps]) -> list[str]:

@@ -3,7 +3,7 @@
 
 Input is a runs DataFrame in the shape ``mlflow.search_runs`` returns (``run_id``,
 ``tags.<k>``, ``metrics.<k>`` columns), holding one study's aggregate and study runs (see
-:mod:`xiqa.report.schema`). :func:`build_tables` turns it into :class:`Table` objects — methods
+:mod:`xiqa.schema`). :func:`build_tables` turns it into :class:`Table` objects — methods
 as rows, conditions as columns — and :func:`write_tables` renders each as Markdown, CSV, LaTeX
 and HTML. Accuracies are means ± sample standard deviations (ddof = 1) over seeds, with the 95 %
 bootstrap interval over test images in brackets. Tables 2–6 end with the no-information
@@ -24,7 +24,7 @@ import pandas as pd
 
 from xiqa.errors import XiqaError
 from xiqa.io import write_text
-from xiqa.report import schema as S
+from xiqa import schema as S
 
 FORMAT_SUFFIX = {"md": ".md", "csv": ".csv", "latex": ".tex", "html": ".html"}
 STD_NOTE = "mean ± std over seeds (std: sample standard deviation, ddof = 1); [95 % bootstrap CI over test images]"
@@ -403,7 +403,7 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
     """Table 9 (one per dataset): per method and architecture, the MPRT similarity to the trained
     maps after full randomisation (Spearman of |maps|, SSIM) and the random-logit SSIM, mean ±
     std over the trained seeds; a note lists, from these numbers, the methods whose mean
-    Spearman stays above :data:`xiqa.report.schema.MPRT_PASS_THRESHOLD` (they fail the MPRT)."""
+    Spearman stays above :data:`xiqa.schema.MPRT_PASS_THRESHOLD` (they fail the MPRT)."""
     rows, labels = _method_rows(study)
     t = Table(f"table9-{ds}", f"Table 9 — sanity checks on {_ds_label(ds)}: similarity to the trained maps after "
               "full randomisation (MPRT) and between the two classes' maps (random logit)", "method", rows, [],

@@ -271,6 +271,9 @@ def _sigterm_raises() -> Iterator[None]:
 # run can tell a dead owner from a live one (another `dvc exp run --queue` worker, say).
 HOST_TAG, BOOT_TAG, PID_TAG, PID_START_TAG = "xiqa.host", "xiqa.boot", "xiqa.pid", "xiqa.pid_start"
 REAPED_TAG = "xiqa.reaped"
+# A task of `xiqa grid run` (xiqa.grid) names its Ray node and the nodes Ray knows are gone: a run
+# started on a gone node is dead even on another machine, where no pid can be checked.
+NODE_TAG, NODE_ENV, NODES_GONE_ENV = "xiqa.node", "XIQA_NODE", "XIQA_NODES_GONE"
 STALE_ELSEWHERE_S = 48 * 3600  # no heartbeat exists: another machine's run is presumed dead after this
 
 
@@ -294,10 +297,14 @@ def _start_ticks(pid: int) -> str | None:
 
 
 def process_tags() -> dict[str, str]:
-    """Host, boot id, pid and pid start time of this process, as run tags."""
+    """Host, boot id, pid and pid start time of this process (and, in a grid task, its Ray
+    node), as run tags."""
     pid = os.getpid()
-    return {HOST_TAG: socket.gethostname(), BOOT_TAG: _boot_id(), PID_TAG: str(pid),
+    tags = {HOST_TAG: socket.gethostname(), BOOT_TAG: _boot_id(), PID_TAG: str(pid),
             PID_START_TAG: _start_ticks(pid) or ""}
+    if os.environ.get(NODE_ENV):
+        tags[NODE_TAG] = os.environ[NODE_ENV]
+    return tags
 
 
 def _alive(pid: int, start: str) -> bool:
@@ -314,9 +321,13 @@ def _alive(pid: int, start: str) -> bool:
 
 
 def owner_gone(tags: dict[str, str], start_time_ms: int | None, now_s: float | None = None) -> bool:
-    """Whether the process that started a RUNNING run (its :func:`process_tags`) is gone: on
-    this host, its pid no longer names the same process, or the machine rebooted since; on
-    another host (or without tags), the run started more than ``STALE_ELSEWHERE_S`` ago."""
+    """Whether the process that started a RUNNING run (its :func:`process_tags`) is gone: it ran
+    on a Ray node that ``$XIQA_NODES_GONE`` names (set by a grid task); on this host, its pid no
+    longer names the same process, or the machine rebooted since; on another host (or without
+    tags), the run started more than ``STALE_ELSEWHERE_S`` ago."""
+    gone_nodes = set(filter(None, os.environ.get(NODES_GONE_ENV, "").split(",")))
+    if tags.get(NODE_TAG) and tags[NODE_TAG] in gone_nodes:
+        return True
     here = process_tags()
     if tags.get(HOST_TAG) == here[HOST_TAG] and tags.get(PID_TAG, "").isdigit():
         if tags.get(BOOT_TAG) and here[BOOT_TAG] and tags[BOOT_TAG] != here[BOOT_TAG]:
@@ -339,6 +350,8 @@ def reap_stale_runs(client: Any, experiment_id: str, run_name: str) -> list[str]
             continue
         who = process_tags()
         owner = f"{run.data.tags.get(PID_TAG, '?')} on {run.data.tags.get(HOST_TAG, '?')}"
+        if run.data.tags.get(NODE_TAG):
+            owner += f" (Ray node {run.data.tags[NODE_TAG]})"
         client.set_tag(run.info.run_id, REAPED_TAG,
                        f"process {owner} gone; marked KILLED by {who[PID_TAG]} on {who[HOST_TAG]}")
         discard_versions(client, run.info.run_id)

@@ -1,7 +1,7 @@
 """The figure sample of one model, as the evaluate stage saves it (NumPy only, no plotting).
 
-Kept apart from :mod:`xiqa.report.figures` so that the evaluate stage does not import
-matplotlib for every model it scores.
+It lives with the evaluation that writes it (the report reads it, :mod:`xiqa.report.figures`
+draws it), so the evaluate stage imports neither the report layer nor matplotlib.
 """
 
 from __future__ import annotations
@@ -31,14 +31,6 @@ class SampleMaps:
     maps: dict[bool, np.ndarray]
     peaks: dict[bool, np.ndarray]
     hits: dict[bool, np.ndarray]
-
-    def panel(self, k: int, method: str, smoothed: bool = True):
-        from xiqa.report.figures import Panel
-
-        m = self.methods.index(method)
-        hit = self.hits[smoothed][k, m]
-        return Panel(self.images[k], self.maps[smoothed][k, m], self.boxes[k],
-                     tuple(self.peaks[smoothed][k, m]), None if np.isnan(hit) else bool(hit))
 
     def save(self, path: Path) -> Path:
         flat = [np.c_[np.full(len(b), k), np.asarray(b, dtype=float).reshape(-1, 4)]
