@@ -100,7 +100,8 @@ class _Context:
                       S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                       "image_size": self.image_size, "n_test": len(self.split),
-                      "figure_samples": len(self.sample)}
+                      "figure_samples": len(self.sample), "topk_fraction": ev.topk_fraction,
+                      "centre_sigma": ev.centre_sigma}
 
         def smooth(maps: torch.Tensor) -> torch.Tensor:
             return saliency.smooth(maps, sigma=ev.smooth_sigma, kernel_size=ev.smooth_kernel)
@@ -119,7 +120,8 @@ class _Context:
                 result = score_split(model, arch, self.split, self.boxes, methods=self.methods,
                                      tolerance=self.tau_px, target=ev.target, smooth=smooth,
                                      batch_size=ev.batch_size, layers=ev.layers.get(arch),
-                                     sample_ids=self.sample, progress=lambda n: bar.advance(task, n))
+                                     sample_ids=self.sample, progress=lambda n: bar.advance(task, n),
+                                     topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma)
             pg_off, pg_on = result.accuracies(False), result.accuracies(True)
             const_off, const_on = result.constant_maps(False), result.constant_maps(True)
             metrics = {S.pg_metric(m, False): v for m, v in pg_off.items()}
@@ -131,6 +133,11 @@ class _Context:
             metrics[S.TAU] = self.tau_px
             baselines = result.baseline_accuracies()
             metrics |= {S.baseline_metric(b): v for b, v in baselines.items()}
+            for smoothed in (False, True):
+                for k, per_method in result.localisation(smoothed).items():
+                    metrics |= {S.loc_metric(k, m, smoothed): v for m, v in per_method.items()}
+            for k, per_baseline in result.localisation_baselines().items():
+                metrics |= {S.loc_baseline_metric(k, b): v for b, v in per_baseline.items()}
             mlflow.log_metrics(metrics)
             with tempfile.TemporaryDirectory() as tmp:
                 for name, frame in (("per_image.csv", result.per_image), ("baselines.csv", result.baselines)):

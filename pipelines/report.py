@@ -10,7 +10,10 @@ evaluation run's per-image CSV and figure maps from MLflow, and logs to experime
 - one study run per dataset (DoM and RBF-MMD between architectures; the figures);
 - one report run holding the exported tables.
 
-Writes ``metrics/{pointing_game,architectures,classification}.json`` (DVC metrics),
+Also reads the ``sanity`` stage's summaries of the trained seeds (MPRT, random logit): their
+means over seeds go on the trained aggregate runs, their curves into ``figures/sanity-<ds>.png``.
+
+Writes ``metrics/{pointing_game,architectures,classification,localisation,sanity}.json`` (DVC metrics),
 ``plots/pg-<ds>-<arch>-<cond>.csv`` (DVC plots) and ``reports/`` (``xiqa report`` on this study).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,7 +35,7 @@ from xiqa import schema as S
 
 app = _common.stage_app(__doc__.splitlines()[0])
 
-METRICS = ("pointing_game", "architectures", "classification")
+METRICS = ("pointing_game", "architectures", "classification", "localisation", "sanity")
 
 
 def _new_study_id() -> str:
@@ -48,7 +52,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     import pandas as pd
 
     from xiqa.evaluation.aggregate import (architecture_metrics, baseline_metrics, classification_metrics,
-                                           condition_metrics)
+                                           condition_metrics, localisation_metrics, sanity_metrics)
     from xiqa.report import figures as F
     from xiqa.report.export import export_report
     from xiqa.tracking import store
@@ -111,10 +115,13 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
                     classif.setdefault((cell.dataset, cell.arch), []).append(dict(model_run.data.metrics))
     if methods is None:
         raise XiqaError("params.yaml: the grid has no evaluated model (every one was skipped)")
+    sanity = {(c.dataset, c.arch): _sanity(root, c.dataset, c.arch, grid.seeds) for c in grid.models}
     methods = [m for m in S.METHODS if m in methods] + [m for m in methods if m not in S.METHODS]
 
     # ------------------------------------------------------------------ aggregate runs + DVC metrics
     pg_json: dict = {}
+    loc_json: dict = {}
+    sanity_json: dict = {}
     for index, cell in enumerate(grid.models):
         for cond in S.CONDITIONS:
             key = (cell.dataset, cell.arch, cond)
@@ -129,9 +136,16 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
             seeds = [s for s, _ in frames[key]]
             metrics = condition_metrics([f for _, f in frames[key]], methods, n_boot=ev.bootstrap, seed=ev.seed)
             metrics |= baseline_metrics(baselines[key], n_boot=ev.bootstrap, seed=ev.seed)
+            metrics |= localisation_metrics([f for _, f in frames[key]], methods, n_boot=ev.bootstrap, seed=ev.seed)
             metrics[S.TAU] = geometry[cell.dataset][S.TAU]
             if cond == "trained":
                 metrics |= classification_metrics(classif.get((cell.dataset, cell.arch), []))
+                sanity_stats = sanity_metrics(sanity[(cell.dataset, cell.arch)], methods)
+                metrics |= sanity_stats
+                sanity_json.setdefault(cell.dataset, {})[cell.arch] = {
+                    stat: {m: {agg: round(sanity_stats[S.sanity_metric(stat, agg, m)], 6) for agg in ("mean", "std")
+                               if S.sanity_metric(stat, agg, m) in sanity_stats} for m in methods}
+                    for stat in S.SANITY_STATS}
             tags |= {"seeds": ",".join(map(str, seeds))}
             if key in skipped:
                 tags[S.REASON] = f"some seeds skipped: {skipped[key]}"
@@ -145,6 +159,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
                 f"baseline_{b}": {k: round(metrics[S.agg_baseline_metric(k, b)], 6)
                                   for k in ("mean", "ci_low", "ci_high")} for b in S.BASELINES} | {
                 S.TAU: metrics[S.TAU]}
+            loc_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _loc_summary(metrics, methods)
 
     # ------------------------------------------------------------------ study runs: DoM, MMD, figures
     arch_json: dict = {}
@@ -158,6 +173,7 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
             stat, _, what = name.partition("/")
             arch_json.setdefault(ds, {}).setdefault(what, {})[stat] = round(value, 6)
         made = _figures(ds, archs, grid.seeds, samples, figures_dir)
+        made += _sanity_figure(ds, archs, sanity, methods, figures_dir)
         tags = base_tags | {S.KIND: "study", "dataset": ds, "archs": ",".join(archs)}
         with store.experiment_run(exp, f"study {ds}", tags):
             mlflow.log_params({"permutations": ev.permutations, "seed": ev.seed})
@@ -172,6 +188,8 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     write_json(root / "metrics" / "pointing_game.json", pg_json)
     write_json(root / "metrics" / "architectures.json", arch_json)
     write_json(root / "metrics" / "classification.json", classification_json)
+    write_json(root / "metrics" / "localisation.json", loc_json)
+    write_json(root / "metrics" / "sanity.json", sanity_json)
     _write_plots(root / "plots", pg_json, methods)
 
     # ------------------------------------------------------------------ export the tables
@@ -185,6 +203,59 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
     shutil.rmtree(tmp, ignore_errors=True)
     typer.echo(f"study {study}: {sum(len(v) for v in frames.values())} evaluations aggregated; "
                f"{len(written)} files under {out}/")
+
+
+def _loc_summary(metrics: dict[str, float], methods: list[str]) -> dict:
+    """``{metric: {method or baseline_<b>: {mean, std, ci_low, ci_high}}}`` (smoothed maps), rounded."""
+    out: dict = {}
+    for k in S.LOC_METRICS:
+        for m in methods:
+            out.setdefault(k, {})[m] = {st: round(metrics[S.loc_agg_metric(k, st, m)], 6)
+                                        for st in ("mean", "std", "ci_low", "ci_high")
+                                        if S.loc_agg_metric(k, st, m) in metrics}
+        for b in S.LOC_BASELINES:
+            out[k][f"baseline_{b}"] = {st: round(metrics[S.loc_agg_baseline_metric(k, st, b)], 6)
+                                       for st in ("mean", "ci_low", "ci_high")
+                                       if S.loc_agg_baseline_metric(k, st, b) in metrics}
+    return out
+
+
+def _sanity(root: Path, ds: str, arch: str, seeds: list[int]) -> list[dict]:
+    """The ``sanity`` stage's summaries of the trained seeds (a skipped model or a stage not run
+    yet has none: Table 9 then says so)."""
+    import json
+
+    out = []
+    for seed in seeds:
+        path = paths.sanity_pointer(root, ds, arch, seed)
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise XiqaError(f"{path}: not valid JSON ({err})") from None
+        if data.get("status") == "skipped":
+            continue
+        missing = [k for k in ("mprt", "final_step", "blocks", "random_logit_ssim") if k not in data]
+        if missing:
+            raise XiqaError(f"{path}: missing {', '.join(missing)}: rerun `dvc repro sanity`")
+        out.append(data)
+    return out
+
+
+def _sanity_figure(ds: str, archs: Sequence[str], sanity: dict, methods: list[str], out: Path) -> list[Path]:
+    """``sanity-<ds>.png``: the MPRT curves of each arch (mean over its trained seeds)."""
+    from xiqa.evaluation.aggregate import sanity_curves
+    from xiqa.report import figures as F
+
+    rows = [(S.ARCH_LABELS.get(a, a), sanity[(ds, a)][0]["blocks"], sanity_curves(sanity[(ds, a)], methods))
+            for a in archs if sanity.get((ds, a))]
+    if not rows:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    fig = F.sanity_figure(rows, f"{S.DATASET_LABELS.get(ds, ds)}: model-parameter randomisation test, "
+                                "trained models (mean over seeds)", threshold=S.MPRT_PASS_THRESHOLD)
+    return [F.save_figure(fig, out / f"sanity-{ds}.png")]
 
 
 def _baselines(pointer: dict, pointer_path: Path, dst: Path):

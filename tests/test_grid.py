@@ -228,7 +228,7 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
     finished = _runs(client, "FINISHED")
     cell = {k: killed.data.tags[k] for k in ("arch", "seed")}
     again = [r for r in finished if r.data.tags.get("condition") == "trained"
-             and r.data.tags.get("xiqa.kind") != "evaluation"
+             and r.data.tags.get("xiqa.kind") not in ("evaluation", "sanity")
              and all(r.data.tags.get(k) == v for k, v in cell.items())]
     assert len(again) == 1 and again[0].data.tags["xiqa.node"] != killed_node
 
@@ -240,12 +240,12 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
             for seed in SEEDS:
                 runs = [r for r in finished if r.data.tags.get("condition") == condition
                         and r.data.tags.get("arch") == arch and r.data.tags.get("seed") == str(seed)
-                        and r.data.tags.get("xiqa.kind") != "evaluation"]
+                        and r.data.tags.get("xiqa.kind") not in ("evaluation", "sanity")]
                 assert len(runs) == 1, (arch, condition, seed, len(runs))
                 mine = [v for v in versions if v.tags.get("condition") == condition and v.tags.get("seed") == str(seed)]
                 assert [v.run_id for v in mine] == [runs[0].info.run_id], (arch, condition, seed)
     # tasks ran on (at least) two nodes, and never here: every model and evaluation run names one
-    nodes = {r.data.tags.get("xiqa.node") for r in finished if r.data.tags.get("xiqa.kind") != "aggregate"
+    nodes = {r.data.tags.get("xiqa.node") for r in finished if r.data.tags.get("xiqa.kind") not in ("aggregate", "sanity")
              and r.data.tags.get("condition")}
     assert None not in nodes and len(nodes) >= 2, nodes
 

@@ -182,6 +182,10 @@ class EvaluateParams(_Strict):
     permutations: int = Field(1000, ge=10)
     figure_samples: int = Field(4, ge=0)
     seed: int = 0
+    # localisation beyond the Pointing Game (xiqa.evaluation.localisation): k of top-k as a
+    # fraction of the image, and the centre-Gaussian baseline's sigma as a fraction of the side
+    topk_fraction: float = Field(0.05, gt=0, le=1)
+    centre_sigma: float = Field(0.25, gt=0)
 
     def tau_px(self, dataset: str, input_size: int) -> float:
         """τ in input pixels for ``dataset`` at a square input of side ``input_size``:
@@ -196,6 +200,15 @@ class EvaluateParams(_Strict):
         return self.tolerance * int(input_size) / getattr(self.tolerance_at, dataset)
 
 
+class SanityParams(_Strict):
+    """The sanity stage (MPRT and random logit, SPEC 6.1): ``samples`` test images with boxes,
+    drawn once per dataset with ``seed`` (:func:`xiqa.evaluation.scoring.figure_sample`), explained
+    for every trained seed at every randomisation step."""
+
+    samples: int = Field(16, ge=1)
+    seed: int = 0
+
+
 class ReportParams(_Strict):
     formats: list[Literal["md", "csv", "latex", "html"]] = ["md", "csv", "latex", "html"]
 
@@ -208,6 +221,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     randomise: RandomiseParams = RandomiseParams()
     evaluate: EvaluateParams = EvaluateParams()
+    sanity: SanityParams = SanityParams()
     report: ReportParams = ReportParams()
 
 

@@ -11,6 +11,8 @@ One place for the layout so that stages, the library and the CLI agree:
                                      `randomise` (``run_id``, ``model_uri``, ``version`` or
                                      ``status: skipped`` with a ``reason``)
 - ``eval/<dataset>-<arch>/<condition>-s<seed>.json``     pointers written by `evaluate`
+- ``sanity/<dataset>-<arch>/trained-s<seed>.json``      summaries written by `sanity` (MPRT
+                                     and random logit of a trained model, with its run id)
 - ``metrics/``, ``plots/``, ``reports/``                 the study's outputs
 - ``mlflow.db``, ``mlruns/``         the embedded MLflow store (git- and dvc-ignored)
 """
@@ -61,6 +63,10 @@ def model_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int
 
 def eval_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
     return root / "eval" / model_key(dataset, arch) / f"{condition}-s{seed}.json"
+
+
+def sanity_pointer(root: Path, dataset: str, arch: str, seed: int) -> Path:
+    return root / "sanity" / model_key(dataset, arch) / f"trained-s{seed}.json"
 
 
 def alias(condition: str, seed: int) -> str:

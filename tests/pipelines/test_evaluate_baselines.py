@@ -37,6 +37,7 @@ PARAMS = {
     "evaluate": {"tolerance": 15, "tolerance_at": {"objectcxr": AT}, "batch_size": 8, "bootstrap": 50,
                  "permutations": 10, "figure_samples": 0,
                  "methods": ["gradcam", "input_x_gradient"]},
+    "sanity": {"samples": 2, "seed": 0},
     "report": {"formats": ["md", "csv", "latex", "html"]},
 }
 
@@ -69,6 +70,7 @@ def study(tmp_path_factory) -> Path:
             _stage("randomise", "--dataset", "objectcxr", "--arch", ARCH, "--condition", cond)
         out = _stage("evaluate", "--dataset", "objectcxr", "--arch", ARCH)
         assert "at tau 4.8 input px" in out
+        _stage("sanity", "--dataset", "objectcxr", "--arch", ARCH)
         _stage("report", "--out", str(root / "reports"))
     finally:
         mp.undo()
@@ -161,3 +163,175 @@ def test_aggregate_runs_and_every_table_format_show_tau_and_the_baselines(study)
         assert r"Pointing Game $\tau$ on Object-CXR: 4.8 input pixels" in tex and "chance (uniform peak) & " in tex
         html = (reports / f"{key}.html").read_text()
         assert "<th>chance (uniform peak)</th>" in html and "4.8 input pixels" in html
+
+
+# --------------------------------------------------------------------------- localisation (SPEC 6.1)
+def _client(root: Path):
+    import mlflow
+
+    uri = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def _masks_by_loops(root: Path) -> dict[str, np.ndarray]:
+    """Independent: each test image's boxes scaled to 48 px (plain maths), then every pixel."""
+    prepared = root / "data" / "prepared" / "objectcxr"
+    images = pd.read_csv(prepared / "images.csv").set_index("image_id")
+    boxes = pd.read_csv(prepared / "boxes.csv")
+    out = {}
+    for image_id, group in boxes.groupby("image_id"):
+        w, h = images.loc[image_id, ["width", "height"]]
+        mask = np.zeros((SIZE, SIZE), dtype=bool)
+        for x0, y0, x1, y1 in group[["x0", "y0", "x1", "y1"]].round().astype(int).itertuples(index=False):
+            sx0, sy0 = int(np.floor(x0 * SIZE / w)), int(np.floor(y0 * SIZE / h))
+            sx1 = min(SIZE - 1, int(np.ceil((x1 + 1) * SIZE / w)) - 1)
+            sy1 = min(SIZE - 1, int(np.ceil((y1 + 1) * SIZE / h)) - 1)
+            for v in range(SIZE):
+                for u in range(SIZE):
+                    if sx0 <= u <= sx1 and sy0 <= v <= sy1:
+                        mask[v, u] = True
+        out[image_id] = mask
+    return out
+
+
+def test_per_image_localisation_equals_the_metrics_recomputed_from_the_maps_and_the_run_logs_their_means(study):
+    import torch
+
+    from xiqa import saliency
+    from xiqa.data.dataset import load_split
+    from xiqa.evaluation import localisation as loc
+    from xiqa.tracking import registry
+
+    client = _client(study)
+    masks = _masks_by_loops(study)
+    pointer = json.loads((study / "eval" / f"objectcxr-{ARCH}" / "trained-s1.json").read_text())
+    run = client.get_run(pointer["run_id"])
+    dst = study / "artifacts-loc"
+    dst.mkdir()
+    per_image = pd.read_csv(client.download_artifacts(pointer["run_id"], "per_image.csv", str(dst)))
+    assert list(per_image.columns) == list(S.PER_IMAGE_COLUMNS)
+    # the maps again, exactly as evaluate makes them (same model, images, batches of 8)
+    model = registry.load_model(pointer["model_uri"])
+    split = load_split(study, "objectcxr", "test", SIZE)
+    rows = [i for i, image_id in enumerate(split.ids) if image_id in masks]
+    methods = PARAMS["evaluate"]["methods"]
+    expected = []
+    for start in range(0, len(rows), 8):
+        batch = rows[start:start + 8]
+        raw = saliency.explain(model, split.inputs(torch.tensor(batch)), methods, arch=ARCH)
+        ids = [split.ids[i] for i in batch]
+        mask = torch.from_numpy(np.stack([masks[i] for i in ids]))
+        for smoothed in (0, 1):
+            for m in methods:
+                maps = saliency.smooth(raw[m].detach()) if smoothed else raw[m].detach()
+                got = loc.scores(maps, mask).as_dict()
+                expected += [{"image_id": i, "method": m, "smoothed": smoothed, **{k: float(got[k][j]) for k in got}}
+                             for j, i in enumerate(ids)]
+    expected = pd.DataFrame(expected).set_index(["image_id", "method", "smoothed"]).sort_index()
+    logged = per_image.set_index(["image_id", "method", "smoothed"]).sort_index()
+    assert list(logged.index) == list(expected.index)
+    for k in S.LOC_METRICS:
+        # same maps, same float64 sums: equal up to the CSV round trip (repr: exact)
+        np.testing.assert_allclose(logged[k].to_numpy(), expected[k].to_numpy(), rtol=0, atol=0, equal_nan=True)
+        assert logged[k].notna().any()
+        for m in methods:
+            for smoothed in (False, True):
+                values = logged.xs((m, int(smoothed)), level=("method", "smoothed"))[k].dropna()
+                assert run.data.metrics[S.loc_metric(k, m, smoothed)] == pytest.approx(values.mean(), rel=1e-12)
+    # the baselines: the uniform map scores the box area fraction (top-k capped at |box| / k)
+    area = pd.Series({i: m.mean() for i, m in masks.items()}).loc[sorted(set(per_image["image_id"]))]
+    k_pix = loc.topk_count(SIZE * SIZE)
+    boxes_px = area * SIZE * SIZE
+    assert run.data.metrics[S.loc_baseline_metric("mass", "uniform")] == pytest.approx(area.mean(), rel=1e-12)
+    assert run.data.metrics[S.loc_baseline_metric("rank", "uniform")] == pytest.approx(area.mean(), rel=1e-12)
+    assert run.data.metrics[S.loc_baseline_metric("auc", "uniform")] == pytest.approx(0.5, rel=1e-12)
+    assert run.data.metrics[S.loc_baseline_metric("topk", "uniform")] == pytest.approx(
+        np.minimum(area, boxes_px / k_pix).mean(), rel=1e-12)
+    assert 0.0 <= run.data.metrics[S.loc_baseline_metric("mass", "centre_gaussian")] <= 1.0
+
+
+def test_aggregate_runs_and_table8_carry_the_localisation_metrics_and_their_baselines(study):
+    client = _client(study)
+    exp = client.get_experiment_by_name(S.STUDY_EXPERIMENT)
+    aggs = {r.data.tags["condition"]: r for r in client.search_runs([exp.experiment_id])
+            if r.data.tags.get(S.KIND) == "aggregate" and r.data.tags.get(S.STATUS) != "skipped"}
+    evaluation = client.get_run(json.loads((study / "eval" / f"objectcxr-{ARCH}" / "trained-s1.json").read_text())["run_id"])
+    m = aggs["trained"].data.metrics
+    for k in S.LOC_METRICS:
+        for method in PARAMS["evaluate"]["methods"]:
+            for smoothed in (True, False):
+                mean = S.loc_agg_metric(k, "mean", method, smoothed)
+                if mean not in m:  # every map constant: nothing to average
+                    continue
+                # one seed: the aggregate mean is the evaluation run's mean, and has no std
+                assert m[mean] == pytest.approx(evaluation.data.metrics[S.loc_metric(k, method, smoothed)], rel=1e-12)
+                assert S.loc_agg_metric(k, "std", method, smoothed) not in m
+                assert m[S.loc_agg_metric(k, "ci_low", method, smoothed)] <= m[mean] \
+                    <= m[S.loc_agg_metric(k, "ci_high", method, smoothed)]
+        for b in S.LOC_BASELINES:
+            assert m[S.loc_agg_baseline_metric(k, "mean", b)] == pytest.approx(
+                evaluation.data.metrics[S.loc_baseline_metric(k, b)], rel=1e-12)
+    reports = study / "reports"
+    csv = pd.read_csv(reports / "table8-objectcxr.csv", index_col=0)
+    col = "Trained · mass mean"
+    assert csv.loc["uniform map", col] == pytest.approx(m[S.loc_agg_baseline_metric("mass", "mean", "uniform")], abs=1e-12)
+    assert csv.loc["centre Gaussian map", "Trained · AUC mean"] == pytest.approx(
+        m[S.loc_agg_baseline_metric("auc", "mean", "centre_gaussian")], abs=1e-12)
+    if S.loc_agg_metric("mass", "mean", "gradcam") in m:
+        assert csv.loc["Grad-CAM", col] == pytest.approx(m[S.loc_agg_metric("mass", "mean", "gradcam")], abs=1e-12)
+    assert "Table 8 — localisation beyond the Pointing Game" in (reports / "table8-objectcxr.md").read_text()
+    assert "| uniform map |" in (reports / "table8-objectcxr.md").read_text()
+    assert "centre Gaussian map & " in (reports / "table8-objectcxr.tex").read_text()
+    assert "<th>uniform map</th>" in (reports / "table8-objectcxr.html").read_text()
+    assert 'id="table8-objectcxr"' in (reports / "index.html").read_text()
+    loc_json = json.loads((study / "metrics" / "localisation.json").read_text())["objectcxr"][ARCH]["trained"]
+    assert loc_json["mass"]["baseline_uniform"]["mean"] == round(m[S.loc_agg_baseline_metric("mass", "mean", "uniform")], 6)
+
+
+# --------------------------------------------------------------------------- sanity stage (SPEC 6.1)
+def test_sanity_stage_logs_one_history_point_per_cascade_block_and_the_report_shows_table9_and_figure(study):
+    from xiqa.models.zoo import cascade
+
+    client = _client(study)
+    summary = json.loads((study / "sanity" / f"objectcxr-{ARCH}" / "trained-s1.json").read_text())
+    steps = len(cascade(ARCH))
+    assert summary["final_step"] == steps and summary["blocks"][0] == "original" and len(summary["blocks"]) == steps + 1
+    assert len(summary["images"]) == 2
+    run = client.get_run(summary["run_id"])
+    assert run.data.tags[S.KIND] == "sanity" and run.data.tags["seed"] == "1"
+    dst = study / "artifacts-sanity"
+    dst.mkdir()
+    frame = pd.read_csv(client.download_artifacts(summary["run_id"], "mprt.csv", str(dst)))
+    for m in PARAMS["evaluate"]["methods"]:
+        history = client.get_metric_history(summary["run_id"], f"mprt_spearman/{m}")
+        rows = frame[(frame["method"] == m) & ~frame["constant"]]
+        means = rows.groupby("step")["spearman"].mean()
+        assert sorted(p.step for p in history) == list(means.index)  # one point per step with a map
+        assert {p.step: p.value for p in history} == pytest.approx(means.to_dict(), rel=1e-12)
+        assert means.get(0, 1.0) == pytest.approx(1.0, abs=1e-12)  # the trained maps against themselves
+        if summary["mprt"][m]["spearman"][steps] is not None:
+            assert summary["mprt"][m]["spearman"][steps] == round(means[steps], 6)
+    exp = client.get_experiment_by_name(S.STUDY_EXPERIMENT)
+    trained = next(r for r in client.search_runs([exp.experiment_id])
+                   if r.data.tags.get(S.KIND) == "aggregate" and r.data.tags.get("condition") == "trained")
+    reports = study / "reports"
+    t9 = pd.read_csv(reports / "table9-objectcxr.csv", index_col=0)
+    for m in PARAMS["evaluate"]["methods"]:
+        final = summary["mprt"][m]["spearman"][steps]
+        key = S.sanity_metric("mprt_spearman_final", "mean", m)
+        if final is None:
+            assert key not in trained.data.metrics
+            continue
+        assert trained.data.metrics[key] == pytest.approx(final, abs=1e-6)
+        dvc_metric = json.loads((study / "metrics" / "sanity.json").read_text())["objectcxr"][ARCH]
+        assert dvc_metric["mprt_spearman_final"][m]["mean"] == round(trained.data.metrics[key], 6)
+        assert t9.loc[S.method_label(m), f"{S.SANITY_STAT_LABELS['mprt_spearman_final']} mean"] == \
+            pytest.approx(final, abs=1e-6)
+    md = (reports / "table9-objectcxr.md").read_text()
+    failing = [S.method_label(m) for m in PARAMS["evaluate"]["methods"]
+               if (summary["mprt"][m]["spearman"][steps] or -1) > S.MPRT_PASS_THRESHOLD]
+    assert f"(fail the MPRT): {', '.join(failing) or 'none'}." in md
+    assert (reports / "table9-objectcxr.tex").is_file() and (reports / "table9-objectcxr.html").is_file()
+    assert (reports / "figures" / "sanity-objectcxr.png").stat().st_size > 0
+    assert "model-parameter randomisation test" in (reports / "index.html").read_text()

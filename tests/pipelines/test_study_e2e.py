@@ -9,7 +9,8 @@ One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it b
 3. `dvc metrics show` and `dvc plots show` work;
 4. a repro after changing `evaluate.tolerance` or `evaluate.tolerance_at` re-runs only `evaluate`
    and `report`, and the tables show the new τ in input pixels;
-5. one after shrinking the seed list re-runs no training and no aggregate keeps the dropped seed.
+5. one after shrinking the seed list re-runs no training and no aggregate keeps the dropped seed;
+6. one after changing `sanity.samples` re-runs only `sanity` and `report`.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     first = run(root, dvc, "repro", "report")
     assert "report" in _ran(first)
     assert sum(s.startswith("evaluate") for s in _ran(first)) == 2  # one process per arch
+    assert sum(s.startswith("sanity") for s in _ran(first)) == 2
 
     # 1. tables: every method row, the baselines and tau, every condition column; SR's reason
     # instead of numbers
@@ -134,7 +136,13 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     md = (root / "reports" / "table4-objectcxr.md").read_text()
     assert all(f"| {label} |" in md for label in labels)
     page = (root / "reports" / "index.html").read_text()
-    assert page.count("<table") == 4 and "data:image/png;base64," in page
+    assert page.count("<table") == 6 and "data:image/png;base64," in page  # Tables 2, 4, 6, 7, 8, 9
+    t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col=0)
+    assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
+    assert t8.loc["uniform map", "ResNet-34 · Trained · AUC mean"] == pytest.approx(0.5, abs=1e-12)
+    t9 = pd.read_csv(root / "reports" / "table9-objectcxr.csv", index_col=0)
+    assert list(t9.index) == labels
+    assert (root / "sanity" / "objectcxr-resnet34" / "trained-s2.json").is_file()
 
     # 2. aggregates = recomputation from the per-image CSV artifacts; DoM = |difference of means|
     aggs = _check_aggregates(root, [1, 2], tmp_path)
@@ -178,3 +186,10 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     t4_after = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
     std_cols = [c for c in t4_after.columns if c.endswith(" std")]
     assert std_cols and t4_after[std_cols].isna().all().all()  # one seed: no std (ddof = 1), not 0
+
+    # 6. the sanity checks' parameters re-run only them and the report
+    params["sanity"]["samples"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(run(root, dvc, "repro", "report"))
+    assert ran == {"report", "sanity@0", "sanity@1"}
+    assert len(json.loads((root / "sanity" / "objectcxr-resnet34" / "trained-s1.json").read_text())["images"]) == 1

@@ -56,7 +56,10 @@ def test_report_writes_every_table_in_every_format_from_the_latest_study(project
     for key in ("table2", "table4-objectcxr", "table6-objectcxr", "table7"):
         for suffix in (".md", ".csv", ".tex", ".html"):
             assert (tmp_path / f"{key}{suffix}").is_file()
-    assert (tmp_path / "index.html").read_text().count("<table") == 4
+    for key in ("table8-objectcxr", "table9-objectcxr"):
+        for suffix in (".md", ".csv", ".tex", ".html"):
+            assert (tmp_path / f"{key}{suffix}").is_file()
+    assert (tmp_path / "index.html").read_text().count("<table") == 6
     t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col=0)
     assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.83)  # "new", not "old"
     assert t4.loc["centre peak", "ResNet-34 · Trained mean"] == pytest.approx(0.25)

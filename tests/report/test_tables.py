@@ -1,4 +1,4 @@
-"""Tables 2–7 from a runs frame shaped like `mlflow.search_runs` output."""
+"""Tables 2–9 from a runs frame shaped like `mlflow.search_runs` output."""
 
 from __future__ import annotations
 
@@ -37,9 +37,25 @@ def _agg(ds, arch, cond, index, base, std=0.05, skipped=None, one_seed=False):
     row[f"metrics.{S.TAU}"] = 15 * size / at
     row |= {"params.tolerance": "15.0", "params.tolerance_at": str(at), "params.image_size": str(size),
             f"params.{S.TAU}": str(15 * size / at)}
+    for j, k in enumerate(S.LOC_METRICS):  # mass 0.3 + i / 100 ..., the last method's maps all constant
+        for i, m in enumerate(METHODS[:-1]):
+            row[f"metrics.{S.loc_agg_metric(k, 'mean', m)}"] = base / 2 + j / 10 + i / 100
+            if not one_seed:
+                row[f"metrics.{S.loc_agg_metric(k, 'std', m)}"] = std
+            row[f"metrics.{S.loc_agg_metric(k, 'ci_low', m)}"] = base / 2 - 0.1
+            row[f"metrics.{S.loc_agg_metric(k, 'ci_high', m)}"] = base / 2 + 0.1
+        for b, value in zip(S.LOC_BASELINES, (0.06, 0.12)):
+            row[f"metrics.{S.loc_agg_baseline_metric(k, 'mean', b)}"] = value
+            row[f"metrics.{S.loc_agg_baseline_metric(k, 'ci_low', b)}"] = value - 0.01
+            row[f"metrics.{S.loc_agg_baseline_metric(k, 'ci_high', b)}"] = value + 0.01
+    row["metrics.constant_maps"] = 3.0
     if cond == "trained":
         row |= {"metrics.test_accuracy_mean": 0.9, "metrics.test_accuracy_std": 0.01,
                 "metrics.test_auc_mean": 0.95, "metrics.test_auc_std": 0.02}
+        for i, m in enumerate(METHODS):  # MPRT final Spearman 0.1, 0.2, ... (the 5th and later fail at 0.5)
+            for stat in S.SANITY_STATS:
+                row[f"metrics.{S.sanity_metric(stat, 'mean', m)}"] = 0.1 * (i + 1) if index == 0 else 0.05
+                row[f"metrics.{S.sanity_metric(stat, 'std', m)}"] = 0.02
     return row
 
 
@@ -67,7 +83,8 @@ BASELINE_ROWS = ["chance (uniform peak)", "centre peak", "τ (input pixels)"]
 
 def test_every_table_has_every_method_row_and_condition_column():
     tables = _by_key(T.build_tables(_runs()))
-    assert set(tables) == {"table2", "table4-objectcxr", "table6-objectcxr", "table7"}
+    assert set(tables) == {"table2", "table4-objectcxr", "table6-objectcxr", "table7", "table8-objectcxr",
+                           "table9-objectcxr"}
     labels = [S.method_label(m) for m in S.METHODS]
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
         assert tables[key].rows == labels + BASELINE_ROWS
@@ -167,3 +184,40 @@ def test_tau_is_stated_per_dataset_and_missing_tau_is_said():
     t3 = _by_key(T.build_tables(old))["table3-lvot"]
     assert t3.cell("τ (input pixels)", "Trained").text() == "not logged"
     assert "Pointing Game τ on LVOT: not logged (rerun the evaluate and report stages)." in t3.notes
+
+
+def test_table8_has_method_and_baseline_rows_and_a_column_per_logged_condition_and_metric():
+    t = _by_key(T.build_tables(_runs()))["table8-objectcxr"]
+    assert t.rows == [S.method_label(m) for m in S.METHODS] + ["uniform map", "centre Gaussian map"]
+    # SR was skipped: no columns of notes, the reason is a note
+    assert t.columns == [f"{a} · {c} · {k}" for a in ("ResNet-34", "EfficientNet-B0") for c in ("FR", "Trained")
+                         for k in ("mass", "rank", "AUC", "top-k")]
+    assert any("skipped: no ImageNet weights" in n for n in t.notes)
+    assert t.cell("Input × Gradient", "ResNet-34 · Trained · rank").text() == "0.500 ± 0.050 [0.30, 0.50]"
+    assert t.cell("centre Gaussian map", "ResNet-34 · FR · AUC").text() == "0.120 [0.11, 0.13]"
+    last = S.method_label(S.METHODS[-1])
+    assert t.cell(last, "ResNet-34 · Trained · mass").text() == "constant maps"
+    csv = T.to_csv(t)
+    assert "uniform map," in csv and "ResNet-34 · Trained · mass ci95 low" in csv
+    assert r"centre Gaussian map &" in T.to_latex(t) and "<th>uniform map</th>" in T.to_html(t)
+
+
+def test_table9_lists_the_methods_whose_final_similarity_stays_above_the_threshold_from_the_numbers():
+    t = _by_key(T.build_tables(_runs()))["table9-objectcxr"]
+    assert t.rows == [S.method_label(m) for m in S.METHODS]
+    col = f"ResNet-34 · {S.SANITY_STAT_LABELS['mprt_spearman_final']}"
+    assert t.cell(S.method_label(S.METHODS[2]), col).text() == "0.300 ± 0.020"
+    failing = [S.method_label(m) for i, m in enumerate(S.METHODS) if 0.1 * (i + 1) > S.MPRT_PASS_THRESHOLD]
+    assert f"ResNet-34: methods whose mean Spearman after full randomisation stays above 0.5 (fail the MPRT): " \
+           f"{', '.join(failing)}." in t.notes
+    assert "EfficientNet-B0: methods whose mean Spearman after full randomisation stays above 0.5 " \
+           "(fail the MPRT): none." in t.notes
+    assert "| Grad-CAM |" in T.to_markdown(t)
+
+
+def test_table9_says_when_the_sanity_stage_has_not_run():
+    runs = _runs()
+    runs = runs.drop(columns=[c for c in runs.columns if c.startswith(("metrics.mprt", "metrics.random_logit"))])
+    t = _by_key(T.build_tables(runs))["table9-objectcxr"]
+    assert t.cell("Grad-CAM", f"ResNet-34 · {S.SANITY_STAT_LABELS['random_logit_ssim']}").text() == "not run"
+    assert "No sanity results: run `dvc repro sanity` (then the report)." in t.notes

@@ -4,9 +4,12 @@
 explains every image that has at least one box (the only images the Pointing Game scores; the
 others are skipped to save time, so the per-image table has rows only for scored images), once
 without smoothing, smooths those maps with :func:`xiqa.saliency.smoothing` (rather than running
-the saliency methods twice), and plays the Pointing Game on both. It returns one row per image ×
-method × smoothing flag (:data:`xiqa.schema.PER_IMAGE_COLUMNS`), one row per scored image
-of the no-information baselines (:data:`xiqa.schema.BASELINE_COLUMNS`) and, for a fixed
+the saliency methods twice), and plays the Pointing Game on both. From the same maps (no extra
+pass) it scores the localisation metrics of :mod:`xiqa.evaluation.localisation` (mass, rank,
+AUC, top-k) on the boxes as a mask at input size, and their no-information baselines (uniform
+and centre-Gaussian maps). It returns one row per image × method × smoothing flag
+(:data:`xiqa.schema.PER_IMAGE_COLUMNS`), one row per scored image of the no-information
+baselines (:data:`xiqa.schema.BASELINE_COLUMNS`) and, for a fixed
 sample of images, the maps for the report's figures.
 """
 
@@ -73,6 +76,23 @@ class ScoreResult:
         rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
         return {m: float(g["hit"].mean()) for m, g in rows.groupby("method", sort=False)}
 
+    def localisation(self, smoothed: bool) -> dict[str, dict[str, float]]:
+        """``{metric: {method: mean}}`` of :data:`xiqa.schema.LOC_METRICS` over the scored
+        images whose map is not constant (NaN rows left out); a method with no such image is
+        absent from its metric's dict."""
+        rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
+        out: dict[str, dict[str, float]] = {k: {} for k in S.LOC_METRICS}
+        for m, g in rows.groupby("method", sort=False):
+            for k in S.LOC_METRICS:
+                values = g[k].dropna()
+                if len(values):
+                    out[k][m] = float(values.mean())
+        return out
+
+    def localisation_baselines(self) -> dict[str, dict[str, float]]:
+        """``{metric: {baseline: mean over the scored images}}`` for the uniform and centre-Gaussian maps."""
+        return {k: {b: float(self.baselines[f"{b}_{k}"].mean()) for b in S.LOC_BASELINES} for k in S.LOC_METRICS}
+
     def constant_maps(self, smoothed: bool) -> dict[str, int]:
         rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
         return {m: int(g["constant"].sum()) for m, g in rows.groupby("method", sort=False)}
@@ -92,6 +112,8 @@ def score_split(
     layers: Mapping[str, Sequence[str]] | None = None,
     sample_ids: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    topk_fraction: float = 0.05,
+    centre_sigma: float = 0.25,
 ) -> ScoreResult:
     """Explain and score the images of ``split`` (:class:`xiqa.data.dataset.Split`) that have
     boxes (``boxes``: ``{image_id: [B, 4]}`` in original pixels).
@@ -99,9 +121,12 @@ def score_split(
     ``tolerance``: τ in input pixels (:meth:`xiqa.params.EvaluateParams.tau_px`).
     ``target``: ``"predicted"`` explains the arg-max class, ``"label"`` the true label.
     ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: the saliency package's Gaussian,
-    σ = 1, 11×11). Raises :class:`XiqaError` when no test image has a box.
+    σ = 1, 11×11). ``topk_fraction``, ``centre_sigma``: the localisation metrics' k (a fraction
+    of the input's pixels) and the centre-Gaussian baseline's σ (a fraction of the side).
+    Raises :class:`XiqaError` when no test image has a box.
     """
     from xiqa import saliency
+    from xiqa.evaluation import localisation as loc
     from xiqa.evaluation import pointing_game as pg
     from xiqa.evaluation.samples import SampleMaps, to_uint8
 
@@ -139,12 +164,23 @@ def score_split(
         base["image_id"] += ids
         base["chance"] += pg.chance_hits(in_boxes, (s, s), tolerance).tolist()
         base["centre"] += [int(h) for h in pg.centre_hits(in_boxes, (s, s), tolerance).tolist()]
+        masks = loc.box_masks(in_boxes, (s, s))
+        for b, score in loc.baselines(masks, topk_fraction=topk_fraction, sigma=centre_sigma).items():
+            for k, v in score.as_dict().items():
+                base[f"{b}_{k}"] += v.tolist()
         raw = saliency.explain(model, x, methods, arch=arch, target=tgt.to(device), layers=layers)
         for smoothed in (False, True):
+            batch_maps = [raw[m].detach().float().cpu() for m in methods]
+            if smoothed:
+                batch_maps = [smooth(maps) for maps in batch_maps]
+            # every method's maps in one call: [M * B, H, W] against the masks repeated M times
+            located = loc.scores(torch.cat(batch_maps), masks.repeat(len(methods), 1, 1),
+                                 topk_fraction=topk_fraction).as_dict()
             for mi, m in enumerate(methods):
-                maps = raw[m].detach().float().cpu()
-                if smoothed:
-                    maps = smooth(maps)
+                maps = batch_maps[mi]
+                part = slice(mi * len(rows), (mi + 1) * len(rows))
+                for k in S.LOC_METRICS:
+                    columns[k] += located[k][part].tolist()
                 hit = pg.hits(maps, in_boxes, tolerance=tolerance)  # a constant map is a miss (SPEC 5)
                 constant = pg.is_constant(maps)
                 peak = pg.peaks(maps)

@@ -83,7 +83,12 @@ def _caption(path: Path) -> str:
     what = {"smoothing": "smoothing off / on (cf. paper Fig. 2)",
             "randomisation": "fully randomised, semi-randomised and trained models (cf. Figs. 3, 5)",
             "seeds": "trained models, seeds side by side (cf. Fig. 4)",
-            "architectures": "trained architectures side by side (cf. Fig. 6)"}.get(layout, layout)
+            "architectures": "trained architectures side by side (cf. Fig. 6)",
+            "sanity": "model-parameter randomisation test (Adebayo et al. 2018): similarity of each method's maps "
+                      "to the trained model's as the model is randomised from the logits down, mean over seeds"
+            }.get(layout, layout)
+    if layout == "sanity":
+        return f"{S.DATASET_LABELS.get(ds, ds)}: {what}."
     return f"{S.DATASET_LABELS.get(ds, ds)}: {what}. Red: ground-truth boxes; cross: the map's peak (white hit, black miss)."
 
 

@@ -8,7 +8,10 @@ variants in rows:
 - :func:`smoothing_figure`     (Fig. 2) smoothing off / on, per sample image;
 - :func:`randomisation_figure` (Figs. 3, 5) FR / SR / trained, per sample image;
 - :func:`seeds_figure`         (Fig. 4) trained seeds side by side;
-- :func:`architectures_figure` (Fig. 6) trained architectures side by side.
+- :func:`architectures_figure` (Fig. 6) trained architectures side by side;
+- :func:`sanity_figure` the MPRT curves in Adebayo et al.'s layout (similarity to the trained
+  maps against randomised depth, one line per method; Spearman and SSIM panels, one row per
+  architecture).
 
 The maps come from :class:`SampleMaps`, saved by the evaluate stage for a fixed, seeded sample
 of test images (the maps are stored as uint8 for display only; the peaks drawn are the ones the
@@ -171,3 +174,37 @@ def variants_figure(variants: Sequence[tuple[str, SampleMaps]], title: str = "",
 randomisation_figure = variants_figure  # Figs. 3 and 5: [("FR", ...), ("SR", ...), ("trained", ...)]
 seeds_figure = variants_figure  # Fig. 4: [("seed 1", ...), ("seed 2", ...), ...]
 architectures_figure = variants_figure  # Fig. 6: [("ResNet-34", ...), ("EfficientNet-B0", ...)]
+
+
+def sanity_figure(rows: Sequence[tuple[str, Sequence[str], dict[str, dict[str, list[float]]]]], title: str = "",
+                  threshold: float | None = None):
+    """MPRT curves: one row per ``(label, blocks, curves)`` (an architecture; ``blocks`` the step
+    labels, 0 = ``original``; ``curves`` ``{method: {"spearman": [per step], "ssim": [...]}}``),
+    columns Spearman (|maps|) and SSIM; x = cumulative randomisation from the logits down.
+    ``threshold``: a dashed line at the MPRT pass threshold on the Spearman panels."""
+    if not rows:
+        raise XiqaError(f"figure {title!r}: no MPRT result to draw")
+    fig, axes = plt.subplots(len(rows), 2, figsize=(9.5, 2.9 * len(rows) + 0.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for r, (label, blocks, curves) in enumerate(rows):
+        for c, (sim, name) in enumerate((("spearman", "Spearman rank correlation"), ("ssim", "SSIM"))):
+            ax = axes[r][c]
+            for i, (method, curve) in enumerate(curves.items()):
+                ax.plot(range(len(curve[sim])), curve[sim], marker="o", markersize=3, linewidth=1.2,
+                        color=cmap(i % 10), label=S.method_label(method))
+            if threshold is not None and sim == "spearman":
+                ax.axhline(threshold, color="grey", linestyle="--", linewidth=0.8)
+            ax.set_xticks(range(len(blocks)))
+            ax.set_xticklabels(blocks, rotation=60, ha="right", fontsize=6)
+            lows = [v for curve in curves.values() for v in curve[sim] if np.isfinite(v)]
+            ax.set_ylim(min([-0.25, *lows]) - 0.05, 1.05)  # never clip a curve below the usual range
+            if r == len(rows) - 1:
+                ax.set_xlabel("randomised down to (cumulative, from the logits)", fontsize=7)
+            ax.set_ylabel(f"{label}\n{name}", fontsize=7)
+            ax.tick_params(axis="y", labelsize=6)
+            ax.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=5, loc="upper right", ncol=1)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.4)
+    return fig

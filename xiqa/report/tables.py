@@ -1,4 +1,5 @@
-"""The paper's Tables 2–7, built from the study's logged MLflow runs (never from models).
+"""The paper's Tables 2–7 and xiqa's Tables 8 (localisation beyond the Pointing Game) and 9
+(sanity checks), built from the study's logged MLflow runs (never from models).
 
 Input is a runs DataFrame in the shape ``mlflow.search_runs`` returns (``run_id``,
 ``tags.<k>``, ``metrics.<k>`` columns), holding one study's aggregate and study runs (see
@@ -179,6 +180,29 @@ class StudyRuns:
         return Cell(mean=mean, ci_low=_num(row, S.agg_baseline_metric("ci_low", baseline)),
                     ci_high=_num(row, S.agg_baseline_metric("ci_high", baseline)))
 
+    def loc_cell(self, ds: str, arch: str, cond: str, metric: str, method: str, smoothed: bool = True) -> Cell:
+        """A localisation metric of ``method``: mean ± std over seeds [bootstrap CI]."""
+        row, note = self._logged(ds, arch, cond)
+        if row is None:
+            return note or Cell()
+        mean = _num(row, S.loc_agg_metric(metric, "mean", method, smoothed))
+        if mean is None:
+            return Cell(note="constant maps" if (_num(row, "constant_maps") or 0) > 0 else "not logged")
+        return Cell(mean=mean, std=_num(row, S.loc_agg_metric(metric, "std", method, smoothed)),
+                    ci_low=_num(row, S.loc_agg_metric(metric, "ci_low", method, smoothed)),
+                    ci_high=_num(row, S.loc_agg_metric(metric, "ci_high", method, smoothed)))
+
+    def loc_baseline_cell(self, ds: str, arch: str, cond: str, metric: str, baseline: str) -> Cell:
+        """A localisation baseline on the images ``(ds, arch, cond)`` was scored on (no std)."""
+        row, note = self._logged(ds, arch, cond)
+        if row is None:
+            return note or Cell()
+        mean = _num(row, S.loc_agg_baseline_metric(metric, "mean", baseline))
+        if mean is None:
+            return Cell(note="not logged")
+        return Cell(mean=mean, ci_low=_num(row, S.loc_agg_baseline_metric(metric, "ci_low", baseline)),
+                    ci_high=_num(row, S.loc_agg_baseline_metric(metric, "ci_high", baseline)))
+
     def tau_cell(self, ds: str, arch: str, cond: str) -> Cell:
         row, note = self._logged(ds, arch, cond)
         if row is None:
@@ -325,6 +349,94 @@ def architecture_table(study: StudyRuns, ds: str) -> Table:
     return t
 
 
+LOCALISATION_NOTE = (
+    "Localisation metrics on the boxes as a binary mask at input size (Quantus' definitions, "
+    "xiqa.evaluation.localisation): mass = the map's mass inside the mask / its total (energy-based "
+    "pointing game); rank = the fraction of the |mask| highest pixels inside the mask; AUC = ROC AUC of "
+    "the map values as scores for pixel-in-mask (0.5: no information); top-k = the fraction of the top-k "
+    "pixels inside the mask, k a fixed fraction of the image. Smoothed maps; a constant map has no value "
+    "and is left out (counted as a constant map).")
+LOC_BASELINE_NOTE = ("No-information baselines: uniform map = a constant map, its ties broken by expectation "
+                     "(mass = rank = top-k = box area / image area up to the top-k cap, AUC = 0.5); centre "
+                     "Gaussian map = a Gaussian at the image centre with σ = a fixed fraction of the side. They "
+                     "depend only on the boxes, not on the model: no std over seeds; [95 % bootstrap CI over test images].")
+
+
+def localisation_table(study: StudyRuns, ds: str) -> Table:
+    """Table 8 (one per dataset): mass, rank, AUC and top-k per method, architecture and
+    condition, mean ± std over seeds [bootstrap CI], with the uniform and centre-Gaussian maps."""
+    rows, labels = _method_rows(study)
+    t = Table(f"table8-{ds}", f"Table 8 — localisation beyond the Pointing Game on {_ds_label(ds)}: "
+              "relevance mass, relevance rank, AUC and top-k intersection", "method", rows, [],
+              notes=[STD_NOTE, LOCALISATION_NOTE, LOC_BASELINE_NOTE])
+    archs = study.archs[ds]
+    base_rows = [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
+    t.rows += base_rows
+    for arch in archs:
+        for cond in S.CONDITIONS:
+            if study._logged(ds, arch, cond)[0] is None:
+                continue  # skipped or not in the grid: four columns of the same note say nothing (see notes)
+            for k in S.LOC_METRICS:
+                head = S.CONDITION_LABELS[cond] if len(archs) == 1 else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}"
+                col = f"{head} · {S.LOC_METRIC_LABELS[k]}"
+                t.columns.append(col)
+                for m in study.methods:
+                    t.cells[(labels[m], col)] = study.loc_cell(ds, arch, cond, k, m)
+                for b in S.LOC_BASELINES:
+                    t.cells[(S.LOC_BASELINE_LABELS[b], col)] = study.loc_baseline_cell(ds, arch, cond, k, b)
+    t.notes += _skip_notes(study, ds)
+    return t
+
+
+SANITY_NOTES = (
+    ("mean ± std over the trained seeds (std: ddof = 1), each seed the mean over the stage's sample of test "
+     "images; pairs with a constant map are left out."),
+    ("MPRT (Adebayo et al. 2018): the model's blocks re-initialised cumulatively from the logits down to the "
+     "stem; similarity of each map (explain's maps, not smoothed) to the trained model's map of the same "
+     "image and class. A method that "
+     "depends on the learned weights falls towards 0. Random logit: SSIM of the maps for the predicted and "
+     "the other class (low: class-sensitive)."),
+)
+
+
+def sanity_table(study: StudyRuns, ds: str) -> Table:
+    """Table 9 (one per dataset): per method and architecture, the MPRT similarity to the trained
+    maps after full randomisation (Spearman of |maps|, SSIM) and the random-logit SSIM, mean ±
+    std over the trained seeds; a note lists, from these numbers, the methods whose mean
+    Spearman stays above :data:`xiqa.schema.MPRT_PASS_THRESHOLD` (they fail the MPRT)."""
+    rows, labels = _method_rows(study)
+    t = Table(f"table9-{ds}", f"Table 9 — sanity checks on {_ds_label(ds)}: similarity to the trained maps after "
+              "full randomisation (MPRT) and between the two classes' maps (random logit)", "method", rows, [],
+              notes=list(SANITY_NOTES))
+    fails: dict[str, list[str]] = {}
+    logged = False
+    for arch in study.archs[ds]:
+        row, note = study._logged(ds, arch, "trained")
+        ran = row is not None and any(_num(row, S.sanity_metric(st, "mean", m)) is not None
+                                      for st in S.SANITY_STATS for m in study.methods)
+        for stat in S.SANITY_STATS:
+            col = S.SANITY_STAT_LABELS[stat] if len(study.archs[ds]) == 1 else \
+                f"{_arch_label(arch)} · {S.SANITY_STAT_LABELS[stat]}"
+            t.columns.append(col)
+            for m in study.methods:
+                mean = None if row is None else _num(row, S.sanity_metric(stat, "mean", m))
+                if mean is None:
+                    t.cells[(labels[m], col)] = note or Cell(note="constant maps" if ran else "not run")
+                    continue
+                logged = True
+                t.cells[(labels[m], col)] = Cell(mean=mean, std=_num(row, S.sanity_metric(stat, "std", m)))
+                if stat == "mprt_spearman_final" and mean > S.MPRT_PASS_THRESHOLD:
+                    fails.setdefault(arch, []).append(labels[m])
+    if not logged:
+        t.notes.append("No sanity results: run `dvc repro sanity` (then the report).")
+        return t
+    for arch in study.archs[ds]:
+        failing = ", ".join(fails.get(arch, [])) or "none"
+        t.notes.append(f"{_arch_label(arch)}: methods whose mean Spearman after full randomisation stays above "
+                       f"{S.MPRT_PASS_THRESHOLD:g} (fail the MPRT): {failing}.")
+    return t
+
+
 def classification_table(study: StudyRuns) -> Table:
     """Table 7: test accuracy and ROC AUC of the trained models, mean ± std over seeds."""
     t = Table("table7", "Table 7 — Classification accuracy and ROC AUC of the trained models (test split)",
@@ -350,6 +462,8 @@ def build_tables(runs: pd.DataFrame) -> list[Table]:
     tables += [randomisation_table(study, ds) for ds in order]
     tables += [architecture_table(study, ds) for ds in order]
     tables.append(classification_table(study))
+    tables += [localisation_table(study, ds) for ds in order]
+    tables += [sanity_table(study, ds) for ds in order]
     return tables
 
 

@@ -1,0 +1,122 @@
+"""The ``sanity`` stage's work for one grid cell: MPRT and random logit of every trained seed.
+
+:class:`SanityCell` holds what the seeds of one dataset × arch share (the fixed, seeded sample
+of test images with boxes, the store); :meth:`SanityCell.check` loads one trained model from its
+registry pointer, runs :func:`xiqa.evaluation.sanity.mprt` and
+:func:`xiqa.evaluation.sanity.random_logit` on the sample, logs a ``sanity`` run (experiment
+``xiqa-<ds>``; metric histories ``mprt_spearman/<m>``, ``mprt_ssim/<m>`` with step = randomised
+depth; ``random_logit_ssim/<m>``; the per-image tables ``mprt.csv`` and ``random_logit.csv``)
+and writes the summary JSON the report stage reads (:func:`summarise`).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from xiqa import paths
+from xiqa.errors import XiqaError
+from xiqa.io import write_json
+from xiqa.params import Params
+from xiqa import schema as S
+
+__all__ = ["SanityCell", "summarise"]
+
+
+def summarise(mprt: pd.DataFrame, random_logit: pd.DataFrame) -> dict:
+    """The JSON summary of one model's checks: ``blocks`` (label of each step, 0 = ``original``),
+    ``final_step``, per method ``mprt[m] = {spearman: [mean per step], ssim: [...], n_constant:
+    [...]}`` (means over the sample's non-constant pairs; None where every pair was constant),
+    ``random_logit_ssim[m]`` (mean or None) and ``random_logit_constant[m]``."""
+    from xiqa.evaluation.sanity import step_means
+
+    means = step_means(mprt)
+    blocks = means.drop_duplicates("step").sort_values("step")["block"].tolist()
+
+    def clean(v: float) -> float | None:
+        return None if math.isnan(v) else round(float(v), 6)
+
+    out: dict = {"blocks": blocks, "final_step": len(blocks) - 1, "mprt": {}, "random_logit_ssim": {},
+                 "random_logit_constant": {}}
+    for method, g in means.groupby("method", sort=False):
+        g = g.sort_values("step")
+        out["mprt"][method] = {"spearman": [clean(v) for v in g["spearman"]], "ssim": [clean(v) for v in g["ssim"]],
+                               "n_constant": [int(v) for v in g["n_constant"]]}
+    for method, g in random_logit.groupby("method", sort=False):
+        out["random_logit_ssim"][method] = clean(g["ssim"].mean())
+        out["random_logit_constant"][method] = int(g["constant"].sum())
+    return out
+
+
+class SanityCell:
+    """What every trained seed of one dataset × arch shares: the image sample, methods, the store."""
+
+    def __init__(self, root: Path, params: Params, dataset: str, arch: str) -> None:
+        from xiqa import saliency
+        from xiqa.data.dataset import load_split
+        from xiqa.evaluation.scoring import figure_sample, read_boxes
+        from xiqa.tracking import registry, store
+
+        self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
+        self.image_size = params.train.recipe(dataset).image_size
+        split = load_split(root, dataset, "test", self.image_size)
+        boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
+        scored = [i for i in split.ids if len(boxes.get(i, ())) > 0]
+        if not scored:
+            raise XiqaError(f"{dataset}: no test image has a box, so the sanity checks have no sample")
+        self.ids = figure_sample(scored, params.sanity.samples, params.sanity.seed)
+        position = {image_id: i for i, image_id in enumerate(split.ids)}
+        self.images = split.inputs([position[i] for i in self.ids])
+        self.methods = list(params.evaluate.methods or saliency.METHODS)
+        store.ensure_store(root)
+        self.git_commit = store.git_commit(root)
+        self.data_md5 = registry.data_md5(root, dataset)
+
+    def check(self, pointer: dict, seed: int, out: Path) -> dict:
+        """MPRT and random logit of the trained model of ``pointer`` (seed ``seed``): one run,
+        the summary JSON at ``out``; returns the summary (with ``run_id`` and ``seconds``)."""
+        import mlflow
+
+        from xiqa.evaluation.sanity import metric_histories, mprt, random_logit
+        from xiqa.tracking import registry, store
+
+        sp, ev, ds, arch = self.params.sanity, self.params.evaluate, self.dataset, self.arch
+        tags = {S.KIND: "sanity", "dataset": ds, "arch": arch, "condition": "trained", "seed": str(seed),
+                "model_name": pointer.get("name") or paths.registered_model_name(ds, arch),
+                "model_version": str(pointer.get("version", "")), "model_run_id": pointer["run_id"],
+                "model_uri": pointer["model_uri"], "git_commit": self.git_commit, "data_md5": self.data_md5}
+        run_params = {"samples": len(self.ids), "sample_seed": sp.seed, "cascade_seed": seed,
+                      "methods": ",".join(self.methods), "image_size": self.image_size, "images": ",".join(self.ids)}
+        with store.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
+                               run_params, tags) as run:
+            try:
+                model = registry.load_model(pointer["model_uri"], self.params.device)
+            except Exception as err:  # the store lost the model, or the URI is stale
+                raise XiqaError(f"{pointer['model_uri']}: cannot load the model ({type(err).__name__}: {err})") from None
+            x = self.images.to(next(model.parameters()).device)
+            layers = ev.layers.get(arch)
+            start = time.perf_counter()
+            # the cascade's generator is seeded with the model's seed: each seed its own draw
+            frame = mprt(model, x, arch, seed=seed, methods=self.methods, layers=layers, batch_size=ev.batch_size)
+            logit = random_logit(model, x, arch, seed=seed, methods=self.methods, layers=layers,
+                                 batch_size=ev.batch_size)
+            seconds = time.perf_counter() - start
+            for key, points in metric_histories(frame).items():
+                for step, value in points:
+                    mlflow.log_metric(key, value, step=step)
+            summary = summarise(frame, logit)
+            mlflow.log_metrics({f"random_logit_ssim/{m}": v for m, v in summary["random_logit_ssim"].items()
+                                if v is not None} | {"sanity_seconds": seconds})
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, table in (("mprt.csv", frame), ("random_logit.csv", logit)):
+                    table.to_csv(Path(tmp) / name, index=False)
+                    mlflow.log_artifact(str(Path(tmp) / name))
+            run_id = run.info.run_id
+        summary = {"run_id": run_id, "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
+                   "version": pointer.get("version"), "images": self.ids, "seconds": round(seconds, 3)} | summary
+        write_json(out, summary)
+        return summary
