@@ -149,6 +149,11 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
 
     # 3, 4. SIGTERM, then SIGKILL, while a model is being scored (larger inputs: slower scoring)
     original = _with_params(root, {"image_size": 160})
+    # evaluate reads prepare's image cache at the train size; write the 160 px one by hand (and
+    # remove it afterwards, so prepare's DVC output is as its lock says)
+    from xiqa.data.dataset import write_image_cache
+
+    cache = write_image_cache(root, "objectcxr", 160)
     try:
         proc = _stage(root, server, "evaluate")
         termed, err = _interrupt(proc, signal.SIGTERM, lambda: _running(client, "xiqa-objectcxr", "evaluation"),
@@ -163,6 +168,8 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
         assert client.get_run(skilled.info.run_id).info.status == "RUNNING"
     finally:
         (root / "params.yaml").write_text(original)
+        for path in cache:
+            path.unlink()
     for interrupted in (termed, skilled):  # its evaluation pointer never appeared
         tags = interrupted.data.tags
         assert not (root / "eval" / f"objectcxr-{ARCH}" / f"{tags['condition']}-s{tags['seed']}.json").exists()
