@@ -87,18 +87,13 @@ def main(out: Path = typer.Option(Path("reports"), help="folder for the exported
                     continue
                 dst = tmp / f"{cell.key}-{cond}-s{seed}"
                 dst.mkdir()
-                try:
-                    csv = mlflow.artifacts.download_artifacts(run_id=pointer["run_id"], artifact_path="per_image.csv",
-                                                              dst_path=str(dst))
-                except Exception as err:
-                    raise XiqaError(f"{pointer_path}: run {pointer['run_id']} has no per_image.csv artifact "
-                                    f"({type(err).__name__})") from None
-                frame = pd.read_csv(csv)
+                frame = _artifact_csv(pointer, pointer_path, dst, "per_image.csv")
                 frames.setdefault(key, []).append((seed, frame))
-                baselines.setdefault(key, []).append(_baselines(pointer, pointer_path, dst))
-                geometry.setdefault(cell.dataset, _geometry(pointer, pointer_path))
-                if _geometry(pointer, pointer_path) != geometry[cell.dataset]:
-                    raise XiqaError(f"{pointer_path}: evaluated at {_geometry(pointer, pointer_path)}, other "
+                baselines.setdefault(key, []).append(
+                    _artifact_csv(pointer, pointer_path, dst, "baselines.csv", ": rerun `dvc repro evaluate`"))
+                this = _geometry(pointer, pointer_path)
+                if geometry.setdefault(cell.dataset, this) != this:
+                    raise XiqaError(f"{pointer_path}: evaluated at {this}, other "
                                     f"{cell.dataset} models at {geometry[cell.dataset]}: rerun `dvc repro evaluate`")
                 run_methods = list(dict.fromkeys(frame["method"]))
                 if methods is None:
@@ -258,17 +253,17 @@ def _sanity_figure(ds: str, archs: Sequence[str], sanity: dict, methods: list[st
     return [F.save_figure(fig, out / f"sanity-{ds}.png")]
 
 
-def _baselines(pointer: dict, pointer_path: Path, dst: Path):
-    """The evaluation run's ``baselines.csv`` (one row per scored image)."""
+def _artifact_csv(pointer: dict, pointer_path: Path, dst: Path, name: str, hint: str = ""):
+    """The evaluation run's CSV artifact ``name`` (``per_image.csv``, ``baselines.csv``), read
+    into a frame; a missing one names the pointer, the run and the file."""
     import mlflow
     import pandas as pd
 
     try:
-        csv = mlflow.artifacts.download_artifacts(run_id=pointer["run_id"], artifact_path="baselines.csv",
-                                                  dst_path=str(dst))
+        csv = mlflow.artifacts.download_artifacts(run_id=pointer["run_id"], artifact_path=name, dst_path=str(dst))
     except Exception as err:
-        raise XiqaError(f"{pointer_path}: run {pointer['run_id']} has no baselines.csv artifact "
-                        f"({type(err).__name__}): rerun `dvc repro evaluate`") from None
+        raise XiqaError(f"{pointer_path}: run {pointer['run_id']} has no {name} artifact "
+                        f"({type(err).__name__}){hint}") from None
     return pd.read_csv(csv)
 
 
