@@ -49,7 +49,8 @@ TINY = {
     "report": {"formats": ["md", "csv"]},
 }
 CELLS = {"train@model0-1", "train@model0-2", "train@model1-1", "train@model1-2",
-         "randomise@model0-fr", "randomise@model1-fr", "evaluate@0", "evaluate@1"}
+         "randomise@model0-fr", "randomise@model1-fr", "evaluate@0", "evaluate@1",
+         "sanity@0", "sanity@1"}
 
 
 def _with_remote(root: Path, remote: Path) -> None:
@@ -68,8 +69,29 @@ def test_the_default_path_never_imports_ray(make_project, tmp_path: Path) -> Non
             "print(r.output); print('RAY' if 'ray' in sys.modules else 'NO-RAY')")
     out = run(root, sys.executable, "-c", code).stdout
     assert out.strip().splitlines()[-1] == "NO-RAY"
-    # nothing computed yet: every cell of the three stages is out of date
+    # nothing computed yet: every cell of the four stages is out of date
     assert set(re.findall(r"would run: (\S+)", out)) == CELLS
+
+
+def test_sanity_cells_wait_for_the_trainings_of_their_model_and_nothing_else(make_project) -> None:
+    from xiqa.errors import XiqaError
+    from xiqa.grid import plan_grid
+
+    root = make_project(TINY)
+    upstream: list[str] = []
+    plan = plan_grid(root, ["train", "sanity"], upstream.extend)
+    assert upstream == ["data@objectcxr", "prepare@objectcxr"]  # run here first, pushed, restored
+    order = [c.name for c in plan.cells]
+    assert set(order) == {c for c in CELLS if c.startswith(("train@", "sanity@"))}
+    for i, cell in enumerate(("sanity@0", "sanity@1")):
+        trainings = {f"train@model{i}-{seed}" for seed in SEEDS}
+        inputs = set(next(c for c in plan.cells if c.name == cell).inputs)
+        assert inputs == trainings | {"data@objectcxr", "prepare@objectcxr"}, inputs  # not randomise
+        assert all(order.index(t) < order.index(cell) for t in trainings)  # submitted after them
+        assert set(plan.restore[cell]) == inputs
+    # the trainings are out of date: sanity alone cannot run on the cluster
+    with pytest.raises(XiqaError, match=r"train@model0-1.*out of date but not among --stages sanity"):
+        plan_grid(root, ["sanity"], upstream.extend)
 
 
 def test_a_missing_ray_is_one_sentence(make_project, tmp_path: Path) -> None:

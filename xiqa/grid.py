@@ -1,7 +1,7 @@
 """The study's grid on a Ray cluster (SPEC 8): one Ray task per out-of-date cell of the matrix
-stages ``train``, ``randomise`` and ``evaluate``; DVC's run cache and the MLflow tracking store
-are where the tasks meet. ``dvc repro`` stays the one-command path: nothing here runs unless
-``xiqa grid run`` is called, and Ray is imported only then.
+stages ``train``, ``randomise``, ``evaluate`` and ``sanity``; DVC's run cache and the MLflow
+tracking store are where the tasks meet. ``dvc repro`` stays the one-command path: nothing here
+runs unless ``xiqa grid run`` is called, and Ray is imported only then.
 
 The driver (:func:`run_grid`):
 
@@ -27,7 +27,10 @@ driver's ``MLFLOW_TRACKING_URI``, pushes the cell's outputs and the run cache, a
 clone. Its commands run under a small supervisor that dies with the Ray worker and takes the
 stage with it (SIGTERM, so that the stage's MLflow run ends KILLED and keeps no model version);
 a stage killed harder than that (a machine lost) is marked KILLED by the retry, which knows
-from Ray which nodes are gone (:mod:`xiqa.tracking.store`, ``XIQA_NODES_GONE``).
+from Ray which nodes are gone (:mod:`xiqa.tracking.store`, ``XIQA_NODES_GONE``) and which runs
+an earlier attempt of its cell started (``XIQA_GRID_CELL``: one token per cell and grid run,
+the same for each retry); a ``randomise`` cell killed after some of its seeds has those seeds'
+runs marked KILLED and their versions deleted the same way, so each seed is registered once.
 """
 
 from __future__ import annotations
@@ -42,15 +45,16 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xiqa.errors import XiqaError
-from xiqa.tracking.store import NODE_ENV, NODES_GONE_ENV
+from xiqa.tracking.store import GRID_CELL_ENV, NODE_ENV, NODES_GONE_ENV
 
-GRID_STAGES = ("train", "randomise", "evaluate")
+GRID_STAGES = ("train", "randomise", "evaluate", "sanity")
 UPSTREAM_STAGES = ("data", "prepare")
 SCRATCH_ENV = "XIQA_GRID_SCRATCH"  # where a task clones the project (default: the node's temp dir)
 RAY_MISSING = "xiqa grid needs Ray: pip install 'xiqa[ray]'"
@@ -104,9 +108,13 @@ def grid_cells(root: Path) -> tuple[dict[str, Cell], dict[str, tuple[str, ...]]]
     from DVC's own pipeline graph (edges point from a stage to the stages it reads)."""
     from dvc.repo import Repo
 
+    def address(stage: Any) -> str:  # Stage.addressing is relative to the working directory
+        where = Path(stage.path).parent.resolve().relative_to(root.resolve())
+        return stage.name if where == Path() else f"{where.as_posix()}/dvc.yaml:{stage.name}"
+
     with Repo(str(root)) as repo:
         graph = repo.index.graph
-        inputs = {s.addressing: tuple(sorted(u.addressing for u in graph.successors(s)))
+        inputs = {address(s): tuple(sorted(address(u) for u in graph.successors(s)))
                   for s in graph.nodes}
     cells = {name: Cell(name, name.split("@")[0], ins) for name, ins in inputs.items()
              if name.split("@")[0] in GRID_STAGES and "@" in name}
@@ -243,6 +251,7 @@ class CellTask:
     repo: str                 # what `git clone` clones (a path or URL every node reaches)
     commit: str
     env: dict[str, str]       # tracking URI and login
+    token: str = ""           # this cell in this grid run, the same for every retry (GRID_CELL_ENV)
 
 
 class CellFailed(RuntimeError):
@@ -264,7 +273,7 @@ def _node_call(cmd: Sequence[str], cwd: Path, env: dict[str, str], log: list[str
     return proc.stdout
 
 
-def run_cell(task: CellTask, board: Any, *inputs: Any) -> dict[str, Any]:
+def run_cell(task: CellTask, board: Any, *_inputs: Any) -> dict[str, Any]:
     """Compute one cell on this node (a Ray task: ``inputs`` are the results of the input
     cells' tasks, passed only so that Ray waits for them). Returns the cell, node, whether the
     stage ran (False: restored from the run cache) and the seconds taken."""
@@ -278,6 +287,8 @@ def run_cell(task: CellTask, board: Any, *inputs: Any) -> dict[str, Any]:
     env.update(task.env)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # `python` in cmds
     env[NODE_ENV], env[NODES_GONE_ENV] = node, ",".join(gone)
+    if task.token:
+        env[GRID_CELL_ENV] = task.token
     scratch = Path(tempfile.mkdtemp(prefix=f"xiqa-grid-{task.cell.replace('@', '-')}-",
                                     dir=os.environ.get(SCRATCH_ENV) or None))
     log: list[str] = []
@@ -329,7 +340,7 @@ def supervise(cmd: Sequence[str]) -> int:
     with tempfile.TemporaryFile() as out:
         child = subprocess.Popen(list(cmd), start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
 
-        def end_group(signum: int, frame: Any) -> None:
+        def end_group(signum: int, _frame: Any) -> None:
             ended.append(signum)
             _signal_group(child.pid, signal.SIGTERM)
             timer = threading.Timer(TERM_GRACE_S, _signal_group, (child.pid, signal.SIGKILL))
@@ -351,7 +362,7 @@ def supervise(cmd: Sequence[str]) -> int:
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
-    except ProcessLookupError:
+    except ProcessLookupError:  # the group has already ended: nothing left to signal
         pass
 
 
@@ -455,7 +466,7 @@ def run_grid(root: Path, *, address: str | None = None, stages: Sequence[str] = 
         if not plan.cells:
             echo("nothing to run")
         return []
-    states = _submit(root, plan, address, commit, repo or str(root), tracking,
+    states = _submit(plan, address, commit, repo or str(root), tracking,
                      params.device, gpus_per_cell, max_retries, console) if plan.cells else []
     failed = [s for s in states if s.state != "done"]
     if failed:
@@ -465,7 +476,7 @@ def run_grid(root: Path, *, address: str | None = None, stages: Sequence[str] = 
     return states
 
 
-def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
+def _submit(plan: Plan, address: str | None, commit: str, repo: str,
             tracking: dict[str, str], device: str, gpus_per_cell: float, max_retries: int,
             console: Any) -> list[CellState]:
     ray = _import_ray()
@@ -488,7 +499,8 @@ def _submit(root: Path, plan: Plan, address: str | None, commit: str, repo: str,
                                               **resources)
         refs: dict[str, Any] = {}
         for cell in plan.cells:  # inputs first, so their refs exist
-            task = CellTask(cell.name, tuple(plan.restore[cell.name]), repo, commit, tracking)
+            task = CellTask(cell.name, tuple(plan.restore[cell.name]), repo, commit, tracking,
+                            token=f"{cell.name}:{uuid.uuid4().hex}")
             refs[cell.name] = remote.remote(task, board, *(refs[i] for i in cell.inputs if i in refs))
         states = {c.name: CellState(c.name) for c in plan.cells}
         by_ref = {ref: name for name, ref in refs.items()}

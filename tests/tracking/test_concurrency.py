@@ -30,7 +30,7 @@ for i in range(n):
         mlflow.log_metrics({"val_auc": seed / 1000.0})
         registry.register(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1),
                                               torch.nn.Flatten()),
-                          dataset="objectcxr", arch="resnet34", condition="fr", seed=seed,
+                          dataset="objectcxr", arch="resnet34", library="torchvision", condition="fr", seed=seed,
                           image_size=8, data_md5="0" * 32, git_commit="test")
 """
 

@@ -32,7 +32,7 @@ def _register(root: Path, condition: str, seed: int, val_auc: float | None = Non
         import mlflow
 
         mlflow.log_metrics({"test_accuracy": 0.5 + seed / 10})
-        reg = register(model, dataset="objectcxr", arch="resnet34", condition=condition, seed=seed,
+        reg = register(model, dataset="objectcxr", arch="resnet34", library="torchvision", condition=condition, seed=seed,
                        image_size=16, data_md5="abc.dir", git_commit="deadbeef", val_auc=val_auc)
     return model, reg
 
@@ -127,7 +127,7 @@ def test_model_references_are_name_at_alias_or_name_slash_version() -> None:
 
 def test_register_needs_an_active_run() -> None:
     with pytest.raises(RuntimeError, match="active MLflow run"):
-        register(_tiny_model(0), dataset="lvot", arch="resnet50", condition="fr", seed=1,
+        register(_tiny_model(0), dataset="lvot", arch="resnet50", library="torchvision", condition="fr", seed=1,
                  image_size=16, data_md5="x", git_commit="y")
 
 

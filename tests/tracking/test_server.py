@@ -110,7 +110,7 @@ def test_register_list_pull_and_load_through_the_server(server: Server, tmp_path
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
     with tracked_run(project, "lvot", "fr-s1", {"seed": 1}, {}):
-        reg = register(model, dataset="lvot", arch="resnet50", condition="fr", seed=1, image_size=8,
+        reg = register(model, dataset="lvot", arch="resnet50", library="torchvision", condition="fr", seed=1, image_size=8,
                        data_md5="m.dir", git_commit="c0ffee")
     assert not (project / "mlflow.db").exists() and not (project / "mlruns").exists()
     stored = [p.read_text() for p in (server.folder / "artifacts").rglob("MLmodel")]  # served

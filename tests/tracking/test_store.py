@@ -105,7 +105,7 @@ root = Path(sys.argv[1])
 store.ensure_store(root)
 with store.tracked_run(root, "lvot", "fr-resnet50-s1", {}, {}):
     registry.register(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), dataset="lvot",
-                      arch="resnet50", condition="fr", seed=1, image_size=2, data_md5="m", git_commit="c")
+                      arch="resnet50", library="torchvision", condition="fr", seed=1, image_size=2, data_md5="m", git_commit="c")
     print("registered", flush=True)
     time.sleep(600)
 """
@@ -153,7 +153,7 @@ def test_a_terminated_run_keeps_no_registered_version(root: Path) -> None:
     with pytest.raises(Terminated):
         with tracked_run(root, "lvot", "fr-s2", {}, {}) as killed:
             register(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), dataset="lvot",
-                     arch="resnet50", condition="fr", seed=2, image_size=2, data_md5="m", git_commit="c")
+                     arch="resnet50", library="torchvision", condition="fr", seed=2, image_size=2, data_md5="m", git_commit="c")
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(10**7):
                 pass

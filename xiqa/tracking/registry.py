@@ -69,17 +69,19 @@ def data_md5(root: Path, dataset: str) -> str:
 
 def log_data_input(root: Path, dataset: str, md5: str) -> None:
     """Record the prepared data of the active run as its input dataset (digest = DVC md5)."""
+    import warnings
+
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
-
-    import warnings
 
     folder = prepared_dir(Path(root), dataset).resolve()
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are local
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(folder.as_uri())
-    mlflow.log_input(MetaDataset(source, name=f"{dataset}-prepared", digest=md5), context="training")
+    # mlflow marks Dataset.profile @abstractmethod without making Dataset an ABC: instantiable
+    dataset_input = MetaDataset(source, name=f"{dataset}-prepared", digest=md5)  # type: ignore[abstract]
+    mlflow.log_input(dataset_input, context="training")
 
 
 # --------------------------------------------------------------------------- registering
@@ -94,6 +96,7 @@ class Registered:
     alias: str
 
     def pointer(self, **extra: Any) -> dict[str, Any]:
+        """The JSON pointer a stage writes for this version, with ``extra`` keys."""
         return {"status": "registered", "name": self.name, "version": self.version,
                 "run_id": self.run_id, "model_uri": self.model_uri, "alias": self.alias, **extra}
 
@@ -109,18 +112,21 @@ def signature(image_size: int, num_classes: int = 2):
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes), "logits")]))
 
 
-def pip_requirements(arch: str) -> list[str]:
-    """Exact requirements of a logged model (no inference: it is slow and guesses)."""
+def pip_requirements(library: str) -> list[str]:
+    """Exact requirements of a logged model (no inference: it is slow and guesses): torch,
+    torchvision and ``library``, the distribution that builds the architecture
+    (:attr:`xiqa.models.zoo.ArchSpec.library`)."""
     from importlib.metadata import version
 
-    reqs = ["torch", "torchvision"] + (["efficientnet-pytorch"] if arch == "efficientnet-b0" else [])
+    reqs = list(dict.fromkeys(["torch", "torchvision", library]))
     return [f"{r}=={version(r).split('+')[0]}" for r in reqs]
 
 
-def register(model: "nn.Module", *, dataset: str, arch: str, condition: str, seed: int,
-             image_size: int, data_md5: str, git_commit: str,
+def register(model: nn.Module, *, dataset: str, arch: str, library: str, condition: str,
+             seed: int, image_size: int, data_md5: str, git_commit: str,
              val_auc: float | None = None) -> Registered:
-    """Log ``model`` (pickle format) in the active run, register it as a new version of
+    """Log ``model`` (pickle format; ``library``: the distribution that builds ``arch``, a
+    requirement of the logged model) in the active run, register it as a new version of
     ``xiqa-<dataset>-<arch>`` with its tags, point ``<condition>-s<seed>`` at it and, for
     ``trained``, recompute ``best``. Call it last in a run: a failure before it registers
     nothing."""
@@ -137,7 +143,7 @@ def register(model: "nn.Module", *, dataset: str, arch: str, condition: str, see
     try:
         info = mlflow.pytorch.log_model(
             model.cpu().eval(), name=MODEL_ARTIFACT, serialization_format="pickle",
-            signature=signature(image_size), pip_requirements=pip_requirements(arch))
+            signature=signature(image_size), pip_requirements=pip_requirements(library))
     finally:
         quiet.setLevel(level)
     tags = {"condition": condition, "seed": str(seed), "data_md5": data_md5,
@@ -154,7 +160,7 @@ def register(model: "nn.Module", *, dataset: str, arch: str, condition: str, see
     return Registered(name, str(mv.version), run.info.run_id, f"models:/{name}/{mv.version}", alias)
 
 
-def update_best(client: "MlflowClient", name: str) -> str | None:
+def update_best(client: MlflowClient, name: str) -> str | None:
     """Point ``best`` at the version, among those holding a ``trained-s*`` alias, with the
     highest ``val_auc`` tag (ties: the lower seed). Returns that version (None: no candidate)."""
     aliases = {a: str(v) for a, v in client.get_registered_model(name).aliases.items()}
@@ -172,7 +178,7 @@ def update_best(client: "MlflowClient", name: str) -> str | None:
     return best
 
 
-def discard_versions(client: "MlflowClient", run_id: str) -> list[tuple[str, str]]:
+def discard_versions(client: MlflowClient, run_id: str) -> list[tuple[str, str]]:
     """Delete every model version registered from run ``run_id`` (a run that did not finish must
     leave none for an alias to point at) and recompute ``best`` of each model touched. Returns
     the ``(name, version)`` pairs deleted."""
@@ -195,7 +201,7 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
     return m["name"], m["alias"], m["version"]
 
 
-def model_version(client: "MlflowClient", ref: str):
+def model_version(client: MlflowClient, ref: str):
     """The ``ModelVersion`` behind ``NAME@ALIAS`` / ``NAME/VERSION``; unknown ones are a
     :class:`XiqaError`."""
     from mlflow.exceptions import MlflowException
@@ -204,13 +210,15 @@ def model_version(client: "MlflowClient", ref: str):
     try:
         if alias is not None:
             return client.get_model_version_by_alias(name, alias)
-        return client.get_model_version(name, version)
+        if version is not None:
+            return client.get_model_version(name, version)
     except MlflowException as err:
         raise XiqaError(f"model {ref!r} not found in the registry at {client.tracking_uri} "
                         f"({err.error_code})") from None
+    raise XiqaError(f"model reference {ref!r} names neither an alias nor a version")
 
 
-def load_model(uri: str, device: str = "cpu") -> "nn.Module":
+def load_model(uri: str, device: str = "cpu") -> nn.Module:
     """A registered model (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a run's model
     URI) as a plain ``nn.Module`` in eval mode on ``device``, hooks working."""
     import mlflow.pytorch
@@ -218,7 +226,7 @@ def load_model(uri: str, device: str = "cpu") -> "nn.Module":
     return mlflow.pytorch.load_model(uri, map_location=device).to(device).eval()
 
 
-def list_models(client: "MlflowClient", prefix: str = "xiqa-") -> list[dict[str, Any]]:
+def list_models(client: MlflowClient, prefix: str = "xiqa-") -> list[dict[str, Any]]:
     """Every version of every registered model whose name starts with ``prefix``: name, version,
     aliases, tags, run id and the run's final metrics; sorted by name, then version."""
     rows = []
@@ -236,7 +244,7 @@ def list_models(client: "MlflowClient", prefix: str = "xiqa-") -> list[dict[str,
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
 
 
-def pull(client: "MlflowClient", ref: str, out: Path) -> tuple[Path, Path]:
+def pull(client: MlflowClient, ref: str, out: Path) -> tuple[Path, Path]:
     """Write ``weights.pt`` (a state dict: ``torch.load(..., weights_only=True)``) and
     ``model_card.json`` (name, version, aliases, tags, params, metrics, data md5, commit,
     source URI) of model ``ref`` into folder ``out``. Returns both paths."""

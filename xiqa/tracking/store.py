@@ -21,9 +21,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from xiqa.errors import XiqaError
 
@@ -193,7 +194,7 @@ def open_client(root: Path):
     return mlflow.MlflowClient(ensure_store(root))
 
 
-def _create_schema(uri: str, artifacts: str) -> None:
+def _create_schema(uri: str, artifacts: str | None) -> None:
     """Create (or migrate) the tracking and registry tables; both share one database."""
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -251,7 +252,7 @@ class Terminated(BaseException):
 
 @contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
         raise Terminated(f"terminated by signal {signum}")
 
     try:
@@ -274,6 +275,17 @@ REAPED_TAG = "xiqa.reaped"
 # A task of `xiqa grid run` (xiqa.grid) names its Ray node and the nodes Ray knows are gone: a run
 # started on a gone node is dead even on another machine, where no pid can be checked.
 NODE_TAG, NODE_ENV, NODES_GONE_ENV = "xiqa.node", "XIQA_NODE", "XIQA_NODES_GONE"
+# ... and its cell's submission (one token per cell per grid run, the same for every retry): Ray
+# starts a retry only once the attempt before it has failed, so a run of that token started by
+# another process is an earlier, dead attempt, whichever machine it ran on.
+GRID_CELL_TAG, GRID_CELL_ENV = "xiqa.grid_cell", "XIQA_GRID_CELL"
+# A stage that registers several models in one process (randomise: every seed) is one unit for
+# DVC: killed after its first seed, it is run again from the start. Its runs carry
+# COMPLETE_TAG "false" until the stage's last model is written, then "true"; a FINISHED run still
+# "false" whose process is gone is a leftover of an interrupted stage and is reaped like a
+# RUNNING one, so the rerun registers that seed once, not twice. Runs without the tag (older
+# stores, other kinds of runs) are never touched.
+COMPLETE_TAG = "xiqa.stage_complete"
 STALE_ELSEWHERE_S = 48 * 3600  # no heartbeat exists: another machine's run is presumed dead after this
 
 
@@ -302,8 +314,9 @@ def process_tags() -> dict[str, str]:
     pid = os.getpid()
     tags = {HOST_TAG: socket.gethostname(), BOOT_TAG: _boot_id(), PID_TAG: str(pid),
             PID_START_TAG: _start_ticks(pid) or ""}
-    if os.environ.get(NODE_ENV):
-        tags[NODE_TAG] = os.environ[NODE_ENV]
+    for tag, env in ((NODE_TAG, NODE_ENV), (GRID_CELL_TAG, GRID_CELL_ENV)):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
     return tags
 
 
@@ -321,14 +334,18 @@ def _alive(pid: int, start: str) -> bool:
 
 
 def owner_gone(tags: dict[str, str], start_time_ms: int | None, now_s: float | None = None) -> bool:
-    """Whether the process that started a RUNNING run (its :func:`process_tags`) is gone: it ran
-    on a Ray node that ``$XIQA_NODES_GONE`` names (set by a grid task); on this host, its pid no
-    longer names the same process, or the machine rebooted since; on another host (or without
-    tags), the run started more than ``STALE_ELSEWHERE_S`` ago."""
+    """Whether the process that started a run (its :func:`process_tags`) is gone: it ran on a
+    Ray node that ``$XIQA_NODES_GONE`` names, or it was an earlier attempt of this process's grid
+    cell (``$XIQA_GRID_CELL``; both set by a grid task); on this host, its pid no longer names
+    the same process, or the machine rebooted since; on another host (or without tags), the run
+    started more than ``STALE_ELSEWHERE_S`` ago."""
     gone_nodes = set(filter(None, os.environ.get(NODES_GONE_ENV, "").split(",")))
     if tags.get(NODE_TAG) and tags[NODE_TAG] in gone_nodes:
         return True
     here = process_tags()
+    if tags.get(GRID_CELL_TAG) and tags[GRID_CELL_TAG] == here.get(GRID_CELL_TAG) and \
+            any(tags.get(k) != here[k] for k in (HOST_TAG, BOOT_TAG, PID_TAG, PID_START_TAG)):
+        return True
     if tags.get(HOST_TAG) == here[HOST_TAG] and tags.get(PID_TAG, "").isdigit():
         if tags.get(BOOT_TAG) and here[BOOT_TAG] and tags[BOOT_TAG] != here[BOOT_TAG]:
             return True
@@ -338,14 +355,19 @@ def owner_gone(tags: dict[str, str], start_time_ms: int | None, now_s: float | N
 
 
 def reap_stale_runs(client: Any, experiment_id: str, run_name: str) -> list[str]:
-    """Mark KILLED every RUNNING run named ``run_name`` in the experiment whose owner is gone
-    (:func:`owner_gone`), and delete any model version it registered; live runs of other
-    processes are left alone. Returns the ids of the runs reaped."""
+    """Mark KILLED every run named ``run_name`` in the experiment that a process left behind when
+    it was killed: RUNNING, or FINISHED in a stage that never completed (``COMPLETE_TAG`` still
+    "false"), whose owner is gone (:func:`owner_gone`); delete any model version it registered.
+    Runs of live processes are left alone. Returns the ids of the runs reaped."""
     from xiqa.tracking.registry import discard_versions
 
     reaped = []
-    query = f"attributes.status = 'RUNNING' and attributes.run_name = '{run_name}'"
-    for run in client.search_runs([experiment_id], query, max_results=1000):
+    name = f"attributes.run_name = '{run_name}'"
+    left = [*client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and {name}",
+                                max_results=1000),
+            *client.search_runs([experiment_id], f"attributes.status = 'FINISHED' and {name} and "
+                                f"tags.`{COMPLETE_TAG}` = 'false'", max_results=1000)]
+    for run in left:
         if not owner_gone(run.data.tags, run.info.start_time):
             continue
         who = process_tags()
@@ -360,9 +382,22 @@ def reap_stale_runs(client: Any, experiment_id: str, run_name: str) -> list[str]
     return reaped
 
 
+def mark_complete(run_ids: list[str]) -> None:
+    """Set ``COMPLETE_TAG`` "true" on runs ``run_ids`` (on the store :func:`ensure_store` set):
+    the stage that made them wrote its last output, so a later run of it is a rerun, not the
+    retry of an interrupted one. Call it last in the stage."""
+    if not run_ids:  # nothing logged (every seed skipped): no reason to import mlflow
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        client.set_tag(run_id, COMPLETE_TAG, "true")
+
+
 @contextmanager
 def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
-                   params: dict[str, Any] | None = None) -> Iterator["Run"]:
+                   params: dict[str, Any] | None = None) -> Iterator[Run]:
     """An MLflow run in experiment id ``experiment`` with ``tags`` (plus :func:`process_tags`)
     and ``params``, on the store :func:`ensure_store` set.
 
@@ -370,7 +405,7 @@ def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
     Ctrl-C (the exception is re-raised in every case); a run that does not finish keeps no
     registered model version. Runs of the same name left RUNNING by a killed process are marked
     KILLED first (:func:`reap_stale_runs`), so an interrupted stage never leaves a RUNNING run
-    behind once it has been run again.
+    behind once it has been run again (nor, with ``COMPLETE_TAG`` in ``tags``, a second version).
     """
     import mlflow
 
@@ -391,7 +426,7 @@ def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
         mlflow.end_run(status="FINISHED")
 
 
-def _abandon(run: "Run", status: str) -> None:
+def _abandon(run: Run, status: str) -> None:
     import mlflow
 
     from xiqa.tracking.registry import discard_versions
@@ -406,7 +441,7 @@ def _abandon(run: "Run", status: str) -> None:
 
 @contextmanager
 def tracked_run(root: Path, dataset: str, run_name: str, params: dict[str, Any],
-                tags: dict[str, str]) -> Iterator["Run"]:
+                tags: dict[str, str]) -> Iterator[Run]:
     """:func:`experiment_run` in experiment ``xiqa-<dataset>`` of the project at ``root``."""
     with experiment_run(experiment_id(root, experiment_name(dataset)), run_name, tags, params) as run:
         yield run

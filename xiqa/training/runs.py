@@ -5,10 +5,18 @@ weights, device) is checked before the MLflow run starts; the model is registere
 the run; the DVC pointer is written (atomically) only after the run has finished. So an
 exception or SIGTERM mid-training leaves a FAILED / KILLED run, no registered version and no
 pointer, and the next ``dvc repro`` simply runs the stage again.
+
+A stage is one unit for DVC, so its runs are marked complete (``xiqa.stage_complete``) only once
+its last pointer is written: ``randomise`` registers every seed in one process, and when it is
+killed after a seed or two, the rerun first marks the finished runs of the dead process KILLED
+and deletes their versions (:func:`xiqa.tracking.store.reap_stale_runs`), so that each seed ends
+with one FINISHED run and one version. A rerun of a stage that did complete (``dvc repro`` after
+a change, ``--force``) registers new versions, as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +43,10 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
     log every epoch, register the kept epoch as ``trained-s<seed>``; returns the pointer."""
     import mlflow
 
-    from xiqa.models import build
+    from xiqa.models import build, spec
     from xiqa.models.init import initialise
     from xiqa.tracking.registry import log_data_input, register
-    from xiqa.tracking.store import tracked_run
+    from xiqa.tracking.store import mark_complete, tracked_run
     from xiqa.training.loop import resolve_device, score, seed_everything, train
 
     recipe = params.train.recipe(dataset)
@@ -56,8 +64,8 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
                   "device": device, **recipe.model_dump(), "n_train": len(train_split),
                   "n_val": len(val_split), "n_test": len(test_split),
                   "imagenet_weights": params.randomise.imagenet_weights, **ctx}
-    tags = {"condition": "trained", "seed": str(seed), "dataset": dataset, "arch": arch, **ctx}
-    with tracked_run(root, dataset, f"trained-{arch}-s{seed}", run_params, tags) as run:
+    tags = _tags(dataset, arch, "trained", seed, ctx)
+    with tracked_run(root, dataset, f"trained-{arch}-s{seed}", run_params, tags):
         log_data_input(root, dataset, ctx["data_md5"])
         result = train(model, train_split, val_split, recipe, seed=seed, device=device,
                        progress=progress,
@@ -67,11 +75,26 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
                    "best_val_auc": result.val_auc, "test_accuracy": test.accuracy,
                    "test_auc": test.auc}
         mlflow.log_metrics(metrics)
-        registered = register(model, dataset=dataset, arch=arch, condition="trained", seed=seed,
-                              image_size=recipe.image_size, val_auc=result.val_auc, **ctx)
-    return _write_pointer(root, dataset, arch, "trained", seed,
-                          registered.pointer(**_about(dataset, arch, "trained", seed), **ctx,
-                                             metrics=metrics))
+        registered = register(model, dataset=dataset, arch=arch, library=spec(arch).library,
+                              condition="trained", seed=seed, image_size=recipe.image_size,
+                              val_auc=result.val_auc, **ctx)
+    pointer = _write_pointer(root, dataset, arch, "trained", seed,
+                             registered.pointer(**_about(dataset, arch, "trained", seed), **ctx,
+                                                metrics=metrics))
+    mark_complete([registered.run_id])
+    return pointer
+
+
+def randomise_models(root: Path, params: Params, dataset: str, arch: str, condition: str,
+                     seeds: Iterable[int], device: str | None = None) -> list[dict[str, Any]]:
+    """:func:`randomise_model` for each of ``seeds`` in turn, as one unit: the runs are marked
+    complete only after the last pointer is written, so a rerun after an interruption replaces
+    the seeds already registered instead of registering them twice. Returns the pointers."""
+    from xiqa.tracking.store import mark_complete
+
+    pointers = [_randomise(root, params, dataset, arch, condition, s, device) for s in seeds]
+    mark_complete([p["run_id"] for p in pointers if p["status"] == "registered"])
+    return pointers
 
 
 def randomise_model(root: Path, params: Params, dataset: str, arch: str, condition: str,
@@ -79,6 +102,12 @@ def randomise_model(root: Path, params: Params, dataset: str, arch: str, conditi
     """Build ``arch`` in condition ``sr`` or ``fr`` for ``seed``, measure it on the val and
     test splits, register it as ``<condition>-s<seed>``; returns the pointer. ``sr`` without
     ImageNet weights writes a ``skipped`` pointer with the reason and logs nothing."""
+    return randomise_models(root, params, dataset, arch, condition, [seed], device)[0]
+
+
+def _randomise(root: Path, params: Params, dataset: str, arch: str, condition: str,
+               seed: int, device: str | None) -> dict[str, Any]:
+    """One seed of :func:`randomise_models`; its run is left marked incomplete."""
     from xiqa.models.weights import WeightsUnavailable, resolve_imagenet_weights
 
     if condition not in ("sr", "fr"):
@@ -95,7 +124,7 @@ def randomise_model(root: Path, params: Params, dataset: str, arch: str, conditi
     import mlflow
     import torch
 
-    from xiqa.models import build
+    from xiqa.models import build, spec
     from xiqa.models.init import initialise
     from xiqa.tracking.registry import log_data_input, register
     from xiqa.tracking.store import tracked_run
@@ -110,7 +139,7 @@ def randomise_model(root: Path, params: Params, dataset: str, arch: str, conditi
     run_params = {"dataset": dataset, "arch": arch, "condition": condition, "seed": seed,
                   "device": device, "image_size": recipe.image_size,
                   "imagenet_weights": weights if condition == "sr" else None, **ctx}
-    tags = {"condition": condition, "seed": str(seed), "dataset": dataset, "arch": arch, **ctx}
+    tags = _tags(dataset, arch, condition, seed, ctx)
     with tracked_run(root, dataset, f"{condition}-{arch}-s{seed}", run_params, tags):
         log_data_input(root, dataset, ctx["data_md5"])
         val = score(model, val_split, recipe.batch_size, dev)
@@ -118,10 +147,18 @@ def randomise_model(root: Path, params: Params, dataset: str, arch: str, conditi
         metrics = {"val_accuracy": val.accuracy, "val_auc": val.auc,
                    "test_accuracy": test.accuracy, "test_auc": test.auc}
         mlflow.log_metrics(metrics)
-        registered = register(model, dataset=dataset, arch=arch, condition=condition, seed=seed,
-                              image_size=recipe.image_size, **ctx)
+        registered = register(model, dataset=dataset, arch=arch, library=spec(arch).library,
+                              condition=condition, seed=seed, image_size=recipe.image_size,
+                              data_md5=ctx["data_md5"], git_commit=ctx["git_commit"])
     return _write_pointer(root, dataset, arch, condition, seed,
                           registered.pointer(**about, **ctx, metrics=metrics))
+
+
+def _tags(dataset: str, arch: str, condition: str, seed: int, ctx: dict[str, str]) -> dict[str, str]:
+    from xiqa.tracking.store import COMPLETE_TAG
+
+    return {"condition": condition, "seed": str(seed), "dataset": dataset, "arch": arch, **ctx,
+            COMPLETE_TAG: "false"}  # until the stage's last pointer is written
 
 
 def _about(dataset: str, arch: str, condition: str, seed: int) -> dict[str, Any]:
