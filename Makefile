@@ -8,7 +8,9 @@ study:  ## install, then rebuild the whole study on the embedded phantoms
 	bash scripts/bootstrap.sh
 	dvc repro
 
-test:  ## install with the test extras, check the import layers, then run the test suite
+test:  ## install with the test extras, check the import layers, lint and type-check, then run the test suite
 	bash scripts/bootstrap.sh test
 	lint-imports
+	ruff check xiqa pipelines
+	mypy xiqa pipelines
 	python -m pytest -n 2 --dist loadfile -q

@@ -1,0 +1,1 @@
+"""The DVC stages: one thin Typer module per stage of dvc.yaml."""

@@ -14,41 +14,34 @@ from pathlib import Path
 import typer
 
 from pipelines._common import params, run, stage_app
-from xiqa.data import lvot, objectcxr, phantoms
+from xiqa.data.datasets import dataset_spec
 from xiqa.errors import XiqaError
 from xiqa.paths import raw_dir
+from xiqa.schema import Dataset
 
 app = stage_app(__doc__.split("\n\n")[0])
 
 
 @app.command()
-def main(dataset: str = typer.Option(..., help="objectcxr or lvot"),
+def main(dataset: Dataset = typer.Option(..., help="the dataset"),
          progress: bool = typer.Option(True, help="show progress bars")) -> None:
     """Generate phantoms or import a real dataset into data/raw/<dataset>/."""
     root, p = params()
-    if dataset not in ("objectcxr", "lvot"):
-        raise XiqaError(f"--dataset must be objectcxr or lvot, got {dataset!r}")
     cfg = p.data.dataset(dataset)
-    module = objectcxr if dataset == "objectcxr" else lvot
+    spec = dataset_spec(dataset)
     target = raw_dir(root, dataset)
     if cfg.source == "phantom":
         with tempfile.TemporaryDirectory(prefix="xiqa-phantom-") as tmp:
-            if dataset == "objectcxr":
-                phantoms.write_objectcxr(tmp, cfg.n_images, cfg.min_size, cfg.max_size,
-                                         p.data.seed, progress=progress)
-            else:
-                phantoms.write_lvot(tmp, cfg.n_patients, cfg.slices_per_patient, cfg.size,
-                                    p.data.seed, progress=progress)
-            df = module.import_dataset(tmp, target, progress=progress)
+            spec.write_phantoms(Path(tmp), cfg, p.data.seed, progress)
+            df = spec.import_dataset(tmp, target, progress=progress)
     else:
         source = Path(cfg.source).expanduser()
         source = source if source.is_absolute() else root / source
         if not source.exists():
             raise XiqaError(f"params.yaml: data.{dataset}.source: {source} does not exist")
-        df = module.import_dataset(source, target, progress=progress)
-    if dataset == "lvot":
-        for line in lvot.problems(df):
-            typer.echo(f"xiqa: warning: {line}", err=True)
+        df = spec.import_dataset(source, target, progress=progress)
+    for line in spec.problems(df):
+        typer.echo(f"xiqa: warning: {line}", err=True)
     typer.echo(f"data: {dataset}: {len(df)} images ({int(df['label'].sum())} positive) "
                f"-> {target.relative_to(root)}")
 

@@ -12,31 +12,30 @@ from __future__ import annotations
 import typer
 
 from pipelines._common import params, run, stage_app
-from xiqa.data import lvot, objectcxr, splits
+from xiqa.data import splits
 from xiqa.data.dataset import write_image_cache
+from xiqa.data.datasets import dataset_spec
 from xiqa.errors import XiqaError
 from xiqa.paths import prepared_dir, raw_dir
+from xiqa.schema import SPLITS, Dataset
 
 app = stage_app(__doc__.split("\n\n")[0])
 
 
 @app.command()
-def main(dataset: str = typer.Option(..., help="objectcxr or lvot")) -> None:
+def main(dataset: Dataset = typer.Option(..., help="the dataset")) -> None:
     """Write splits.csv, boxes.csv, images.csv and the image cache for data/raw/<dataset>/."""
     root, p = params()
-    if dataset not in ("objectcxr", "lvot"):
-        raise XiqaError(f"--dataset must be objectcxr or lvot, got {dataset!r}")
-    module = objectcxr if dataset == "objectcxr" else lvot
     raw = raw_dir(root, dataset)
     if not raw.is_dir():
         raise XiqaError(f"{raw}: not found (run the `data` stage first)")
     # the data stage decoded every image already; headers are enough here
-    table = module.read_dataset(raw, decode=False)
+    table = dataset_spec(dataset).read_dataset(raw, decode=False)
     out = prepared_dir(root, dataset)
     splits.prepare(table, out, p.prepare.fractions, p.prepare.seed)
     counts = splits.load_prepared(out).splits.groupby("split")["label"].agg(["size", "sum"])
     summary = ", ".join(f"{s} {int(counts.loc[s, 'size'])} ({int(counts.loc[s, 'sum'])} positive)"
-                        for s in splits.SPLITS if s in counts.index)
+                        for s in SPLITS if s in counts.index)
     size = p.train.recipe(dataset).image_size
     npy, _ = write_image_cache(root, dataset, size)
     typer.echo(f"prepare: {dataset}: {summary} -> {out.relative_to(root)} "

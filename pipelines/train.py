@@ -10,13 +10,14 @@ from __future__ import annotations
 import typer
 
 from pipelines._common import params, run, stage_app
+from xiqa.schema import Arch, Dataset
 
 app = stage_app(__doc__)
 
 
 @app.command()
-def main(dataset: str = typer.Option(..., help="objectcxr or lvot"),
-         arch: str = typer.Option(..., help="resnet34, resnet50, efficientnet_b0, efficientnet-b0"),
+def main(dataset: Dataset = typer.Option(..., help="the dataset"),
+         arch: Arch = typer.Option(..., help="the architecture"),
          seed: int = typer.Option(..., help="training seed"),
          device: str = typer.Option(None, help="cpu or cuda (default: `device` in params.yaml)")) -> None:
     """Train, log every epoch, register the best epoch as alias trained-s<seed>."""

@@ -58,9 +58,10 @@ def run(root: Path, *args: str, check: bool = True, env: dict[str, str] | None =
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Path]:
     """Factory: a git + DVC repository holding a copy of this project's pipeline, with
-    ``params.yaml`` deep-merged with ``params`` (a dict). Returns the project root."""
+    ``params.yaml`` = the repository's ``base`` params file (``params.yaml``, or e.g.
+    ``params-paper.yaml``) deep-merged with ``params`` (a dict). Returns the project root."""
 
-    def factory(params: dict | None = None, name: str = "project") -> Path:
+    def factory(params: dict | None = None, name: str = "project", base: str = "params.yaml") -> Path:
         root = tmp_path / name
         root.mkdir()
         for item in ("dvc.yaml", ".dvcignore", ".gitignore"):
@@ -68,8 +69,8 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
         for folder in ("xiqa", "pipelines"):
             shutil.copytree(REPO / folder, root / folder,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        base = yaml.safe_load((REPO / "params.yaml").read_text())
-        (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(base, params or {}),
+        defaults = yaml.safe_load((REPO / base).read_text())
+        (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(defaults, params or {}),
                                                          sort_keys=False))
         run(root, "git", "init", "-q")
         run(root, str(BIN / "dvc"), "init", "-q")

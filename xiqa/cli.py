@@ -1,20 +1,40 @@
 """The ``xiqa`` command: user commands only (audits, reports, registry look-ups).
 
 Every command has ``--help``. A user error (:class:`xiqa.errors.XiqaError`) prints one sentence
-to stderr and exits with status 2, without a traceback.
+to stderr and exits with status 2, without a traceback: :class:`_Guarded`, the app's root group,
+is the one place that turns it into that exit, for every command and sub-command.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperGroup
 
 from xiqa.errors import XiqaError
+from xiqa.schema import REPORT_FORMATS
+
+if TYPE_CHECKING:
+    from xiqa.params import EvaluateParams
+
+
+class _Guarded(TyperGroup):
+    """The CLI's one error boundary: a :class:`XiqaError` raised by any command (sub-commands
+    run inside the root group's ``invoke``) prints ``xiqa: error: <sentence>`` to stderr and exits
+    with its ``exit_code``; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer may vendor its own click)
+        try:
+            return super().invoke(ctx)
+        except XiqaError as err:
+            typer.echo(f"xiqa: error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
 
 app = typer.Typer(
+    cls=_Guarded,
     name="xiqa",
     help="Explainable medical image-quality assessment: saliency, Pointing Game, MLflow registry.",
     no_args_is_help=True,
@@ -26,20 +46,6 @@ app.add_typer(models_app, name="models")
 grid_app = typer.Typer(help="Run the study's grid on a Ray cluster (pip install 'xiqa[ray]').",
                        no_args_is_help=True)
 app.add_typer(grid_app, name="grid")
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one sentence to stderr and exit non-zero."""
-    typer.echo(f"xiqa: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def run_guarded(fn: Callable[[], None]) -> None:
-    """Run ``fn``; turn a :class:`XiqaError` into a one-line message and a non-zero exit."""
-    try:
-        fn()
-    except XiqaError as err:
-        fail(str(err), err.exit_code)
 
 
 @app.callback()
@@ -55,38 +61,34 @@ def models_list(
 ) -> None:
     """Every registered model version: aliases, tags (condition, seed, data md5, commit) and the
     run's metrics, from the embedded store (mlflow.db) or MLFLOW_TRACKING_URI."""
+    import json
 
-    def go() -> None:
-        import json
+    from xiqa.paths import project_root
+    from xiqa.tracking.registry import list_models
+    from xiqa.tracking.store import open_client
 
-        from xiqa.paths import project_root
-        from xiqa.tracking.registry import list_models
-        from xiqa.tracking.store import open_client
+    rows = list_models(open_client(project_root()), prefix)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    if not rows:
+        typer.echo(f"no registered models starting with {prefix!r}")
+        return
+    from rich.console import Console
+    from rich.table import Table
 
-        rows = list_models(open_client(project_root()), prefix)
-        if as_json:
-            typer.echo(json.dumps(rows, indent=2, sort_keys=True))
-            return
-        if not rows:
-            typer.echo(f"no registered models starting with {prefix!r}")
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="registered models")
-        for col in ("model", "v", "aliases", "condition", "seed", "data md5", "commit",
-                    "val auc", "test acc", "test auc"):
-            table.add_column(col, justify="right" if col in ("v", "seed") or " a" in col else "left")
-        for r in rows:
-            t, m = r["tags"], r["metrics"]
-            val_auc = m.get("best_val_auc", m.get("val_auc"))
-            table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), t.get("condition", ""),
-                          t.get("seed", ""), t.get("data_md5", "")[:12], t.get("git_commit", "")[:12],
-                          *(f"{v:.3f}" if v is not None else "" for v in
-                            (val_auc, m.get("test_accuracy"), m.get("test_auc"))))
-        Console(width=200).print(table)
-
-    run_guarded(go)
+    table = Table(title="registered models")
+    for col in ("model", "v", "aliases", "condition", "seed", "data md5", "commit",
+                "val auc", "test acc", "test auc"):
+        table.add_column(col, justify="right" if col in ("v", "seed") or " a" in col else "left")
+    for r in rows:
+        t, m = r["tags"], r["metrics"]
+        val_auc = m.get("best_val_auc", m.get("val_auc"))
+        table.add_row(r["name"], r["version"], ", ".join(r["aliases"]), t.get("condition", ""),
+                      t.get("seed", ""), t.get("data_md5", "")[:12], t.get("git_commit", "")[:12],
+                      *(f"{v:.3f}" if v is not None else "" for v in
+                        (val_auc, m.get("test_accuracy"), m.get("test_auc"))))
+    Console(width=200).print(table)
 
 
 @models_app.command("pull")
@@ -96,21 +98,15 @@ def models_pull(
 ) -> None:
     """Write a model's weights (a state dict for torch.load(..., weights_only=True)) and a model
     card (params, metrics, data md5, git commit, aliases) into a folder."""
+    from xiqa.paths import project_root
+    from xiqa.tracking.registry import pull
+    from xiqa.tracking.store import open_client
 
-    def go() -> None:
-        from xiqa.paths import project_root
-        from xiqa.tracking.registry import pull
-        from xiqa.tracking.store import open_client
-
-        weights, card = pull(open_client(project_root()), ref, out)
-        typer.echo(f"{weights}\n{card}")
-
-    run_guarded(go)
-
+    weights, card = pull(open_client(project_root()), ref, out)
+    typer.echo(f"{weights}\n{card}")
 
 
 # --- report / explain (issue: evaluation and report) --------------------------------------
-REPORT_FORMATS = ("md", "csv", "latex", "html")
 
 
 @app.command()
@@ -118,22 +114,18 @@ def report(
     fmt: list[str] = typer.Option(list(REPORT_FORMATS), "--format", "-f",
                                   help="md, csv, latex or html; repeat or comma-separate for several"),
     out: Path = typer.Option(Path("reports"), "--out", "-o", help="folder for the table files"),
-    study: Optional[str] = typer.Option(None, help="study id (tag xiqa.study); default: the latest"),
+    study: str | None = typer.Option(None, help="study id (tag xiqa.study); default: the latest"),
 ) -> None:
     """Write the paper's Tables 2-7 (and, with html, one page with tables and figures) from the
     study runs in the tracking store (embedded mlflow.db, or MLFLOW_TRACKING_URI). Never
     recomputes anything from models."""
+    from xiqa.paths import project_root
+    from xiqa.report.export import export_report
 
-    def go() -> None:
-        from xiqa.paths import project_root
-        from xiqa.report.export import export_report
-
-        formats = [f.strip() for item in fmt for f in item.split(",") if f.strip()]
-        written = export_report(project_root(), out, formats, study=study)
-        for path in written:
-            typer.echo(str(path))
-
-    run_guarded(go)
+    formats = [f.strip() for item in fmt for f in item.split(",") if f.strip()]
+    written = export_report(project_root(), out, formats, study=study)
+    for path in written:
+        typer.echo(str(path))
 
 
 @app.command()
@@ -141,65 +133,66 @@ def explain(
     image: Path = typer.Argument(..., help="the scan: PNG, JPEG, NPY or DICOM"),
     model: str = typer.Option(..., "--model", "-m", help="registered model NAME@ALIAS or NAME/VERSION, "
                                                            "e.g. xiqa-objectcxr-resnet34@best"),
-    boxes: Optional[str] = typer.Option(None, help='ground-truth boxes in the scan\'s pixels, inclusive: '
+    boxes: str | None = typer.Option(None, help='ground-truth boxes in the scan\'s pixels, inclusive: '
                                                    '"x0,y0,x1,y1;x0,y0,x1,y1"'),
-    method: Optional[list[str]] = typer.Option(None, "--method", help="saliency method (repeatable); default: all ten"),
+    method: list[str] | None = typer.Option(None, "--method", help="saliency method (repeatable); default: all ten"),
     out: Path = typer.Option(Path("overlay.png"), "--out", "-o", help="overlay PNG to write"),
-    tolerance: Optional[float] = typer.Option(
+    tolerance: float | None = typer.Option(
         None, help="Pointing Game tau in the model's input pixels; default: params.yaml's evaluate.tolerance "
                    "scaled from evaluate.tolerance_at (the paper's input size) to the model's input size, as "
                    "the study does (15 px at 600 px is 3.2 px for a 128 px Object-CXR model)"),
-    smooth: bool = typer.Option(True, help="Gaussian smoothing (sigma 1, 11x11) before the peak, as in the study"),
+    smooth: bool = typer.Option(True, help="Gaussian smoothing before the peak, with params.yaml's "
+                                            "evaluate.smooth_sigma and smooth_kernel, as in the study"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:
     """Explain one scan with a registered model: prediction, probability, the Pointing Game tau
     in input pixels, each method's peak and, with --boxes, hit or miss; writes the overlay."""
+    import math
 
-    def go() -> None:
-        import math
+    from xiqa.data.images import read_scan
+    from xiqa.paths import project_root
+    from xiqa.report.audit import audit_figure, audit_scan, load_registered, parse_boxes
+    from xiqa.report.figures import save_figure
+    from xiqa.saliency import check_methods
+    from xiqa.tracking.store import open_client
 
-        from xiqa.data.images import read_scan
-        from xiqa.paths import project_root
-        from xiqa.report.audit import audit_figure, audit_scan, load_registered, parse_boxes
-        from xiqa.report.figures import save_figure
-        from xiqa.saliency import check_methods
-        from xiqa.tracking.store import open_client
-
-        # everything the user typed is checked before the (slow) model is loaded
-        gt = parse_boxes(boxes)
-        if method:
-            check_methods(method)
-        if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
-            raise XiqaError(f"--tolerance: must be a positive number of input pixels, got {tolerance}")
-        gray = read_scan(image)
-        root = project_root()
-        open_client(root)  # an existing store (a missing embedded one is an error, not created)
-        net, arch, size, mv = load_registered(model, device)
-        if tolerance is None:
-            tau, how = _study_tau(root, mv.tags.get("dataset", ""), size)
-        else:
-            tau, how = tolerance, "--tolerance"
-        result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tau,
-                                                 smooth=smooth)
-        typer.echo(f"{image}: {mv.name} version {mv.version} ({arch}, input {size}x{size})")
-        typer.echo(f"Pointing Game tau: {tau:g} input pixels ({how})")
-        for line in result.lines():
-            typer.echo(line)
-        save_figure(audit_figure(result, maps, img, in_boxes, f"{image.name} — {mv.name} v{mv.version}"), out)
-        typer.echo(f"overlay: {out}")
-
-    run_guarded(go)
+    # everything the user typed is checked before the (slow) model is loaded
+    gt = parse_boxes(boxes)
+    if method:
+        check_methods(method)
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance > 0):
+        raise XiqaError(f"--tolerance: must be a positive number of input pixels, got {tolerance}")
+    gray = read_scan(image)
+    root = project_root()
+    open_client(root)  # an existing store (a missing embedded one is an error, not created)
+    net, arch, size, mv = load_registered(model, device)
+    ev = _evaluate_params(root)
+    if tolerance is None:
+        tau, how = _study_tau(ev, mv.tags.get("dataset", ""), size)
+    else:
+        tau, how = tolerance, "--tolerance"
+    result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tau,
+                                             smooth=smooth, smooth_sigma=ev.smooth_sigma,
+                                             smooth_kernel=ev.smooth_kernel)
+    typer.echo(f"{image}: {mv.name} version {mv.version} ({arch}, input {size}x{size})")
+    typer.echo(f"Pointing Game tau: {tau:g} input pixels ({how})")
+    for line in result.lines():
+        typer.echo(line)
+    save_figure(audit_figure(result, maps, img, in_boxes, f"{image.name} — {mv.name} v{mv.version}"), out)
+    typer.echo(f"overlay: {out}")
 
 
-
-def _study_tau(root: Path, dataset: str, size: int) -> tuple[float, str]:
-    """``(τ in input pixels, how it was derived)`` for a model of ``dataset`` at input ``size``,
-    by the study's rule (:meth:`xiqa.params.EvaluateParams.tau_px`) on the project's
-    ``params.yaml`` (the paper's defaults when there is none)."""
+def _evaluate_params(root: Path) -> EvaluateParams:
+    """The project's ``evaluate`` parameters (the paper's defaults when there is no params.yaml)."""
     from xiqa.params import Params, load_params
 
     path = root / "params.yaml"
-    ev = (load_params(path) if path.is_file() else Params()).evaluate
+    return (load_params(path) if path.is_file() else Params()).evaluate
+
+
+def _study_tau(ev: EvaluateParams, dataset: str, size: int) -> tuple[float, str]:
+    """``(τ in input pixels, how it was derived)`` for a model of ``dataset`` at input ``size``,
+    by the study's rule (:meth:`xiqa.params.EvaluateParams.tau_px`)."""
     if not dataset:
         raise XiqaError("the model version has no 'dataset' tag, so tau cannot be derived: pass --tolerance")
     at = getattr(ev.tolerance_at, dataset, None)
@@ -209,40 +202,32 @@ def _study_tau(root: Path, dataset: str, size: int) -> tuple[float, str]:
 # --- grid (issue 16: the grid on a Ray cluster) -------------------------------------------
 @grid_app.command("run")
 def grid_run(
-    address: Optional[str] = typer.Option(None, help="Ray cluster address (host:port of `ray start "
+    address: str | None = typer.Option(None, help="Ray cluster address (host:port of `ray start "
                                                      "--head`, or auto); default: a Ray instance on "
                                                      "this machine"),
-    stages: str = typer.Option("train,randomise,evaluate", help="comma-separated grid stages whose "
-                                                                "cells become Ray tasks"),
+    stages: str = typer.Option("train,randomise,evaluate,sanity",
+                               help="comma-separated grid stages whose cells become Ray tasks"),
     gpus_per_cell: float = typer.Option(1.0, help="GPUs each cell reserves when params.yaml says "
                                                   "device: cuda (else one CPU)"),
     max_retries: int = typer.Option(2, min=0, help="retries of a cell that failed or whose node died"),
-    repo: Optional[str] = typer.Option(None, help="what every node clones (a URL holding the driver's "
+    repo: str | None = typer.Option(None, help="what every node clones (a URL holding the driver's "
                                                   "commit); default: this project's folder"),
     dry_run: bool = typer.Option(False, "--dry-run", help="list the out-of-date cells, run nothing"),
 ) -> None:
-    """Run the out-of-date cells of train / randomise / evaluate as Ray tasks (one clone, one
+    """Run the out-of-date cells of train / randomise / evaluate / sanity as Ray tasks (one clone, one
     `dvc repro --single-item` each, results exchanged through the DVC remote's run cache and the
     MLflow tracking store), then `dvc repro` here, which restores them and runs the report."""
+    from xiqa.grid import run_grid
+    from xiqa.paths import project_root
 
-    def go() -> None:
-        from xiqa.grid import run_grid
-        from xiqa.paths import project_root
-
-        run_grid(project_root(), address=address, stages=[s.strip() for s in stages.split(",") if s.strip()],
-                 gpus_per_cell=gpus_per_cell, max_retries=max_retries, dry_run=dry_run, repo=repo,
-                 echo=typer.echo)
-
-    run_guarded(go)
+    run_grid(project_root(), address=address, stages=[s.strip() for s in stages.split(",") if s.strip()],
+             gpus_per_cell=gpus_per_cell, max_retries=max_retries, dry_run=dry_run, repo=repo,
+             echo=typer.echo)
 
 
 def main() -> None:
     """Console-script entry point."""
-    try:
-        app()
-    except XiqaError as err:  # raised outside a guarded command
-        typer.echo(f"xiqa: error: {err}", err=True)
-        sys.exit(err.exit_code)
+    app()
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from xiqa.errors import XiqaError
 
@@ -47,6 +48,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temp file, then rename)."""
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
 

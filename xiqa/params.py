@@ -8,16 +8,13 @@ keys and wrong types are errors that name the key (``params.yaml: train.objectcx
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xiqa.errors import XiqaError
-
-ARCHS = ("resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0")
-DATASETS = ("objectcxr", "lvot")
-CONDITIONS = ("trained", "sr", "fr")
+from xiqa.schema import DATASETS, SMOOTH_KERNEL, SMOOTH_SIGMA, Arch, Dataset, Method, RandomCondition, ReportFormat
 
 
 class _Strict(BaseModel):
@@ -32,6 +29,7 @@ def _source(v: str) -> str:
 
 
 class ObjectCxrData(_Strict):
+    """``data.objectcxr``: where Object-CXR comes from and, for phantoms, how many and how big."""
     source: str = "phantom"  # "phantom" or the path of a real Object-CXR folder
     n_images: int = Field(10_000, ge=4)  # phantoms only; half of them positive
     min_size: int = Field(1800, ge=32)  # phantoms only: side lengths vary in [min_size, max_size]
@@ -43,13 +41,14 @@ class ObjectCxrData(_Strict):
         return _source(v)
 
     @model_validator(mode="after")
-    def _sizes_ordered(self) -> "ObjectCxrData":
+    def _sizes_ordered(self) -> ObjectCxrData:
         if self.min_size > self.max_size:
             raise ValueError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
         return self
 
 
 class LvotData(_Strict):
+    """``data.lvot``: where LVOT comes from and, for phantoms, how many patients, slices and pixels."""
     source: str = "phantom"  # "phantom", a manifest CSV or a folder holding manifest.csv
     n_patients: int = Field(690, ge=3)  # phantoms only
     slices_per_patient: int = Field(25, ge=1)  # phantoms only
@@ -62,22 +61,25 @@ class LvotData(_Strict):
 
 
 class DataParams(_Strict):
+    """``data``: the `data` stage, per dataset."""
     seed: int = 0  # phantoms only
     objectcxr: ObjectCxrData = ObjectCxrData()
     lvot: LvotData = LvotData()
 
     def dataset(self, name: str) -> ObjectCxrData | LvotData:
+        """The parameters of dataset ``name``."""
         return getattr(self, name)
 
 
 class PrepareParams(_Strict):
+    """``prepare``: the seeded patient-wise split fractions."""
     seed: int = 0
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.1, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _fractions_sum_to_one(self) -> "PrepareParams":
+    def _fractions_sum_to_one(self) -> PrepareParams:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must be 1, got {total:g}")
@@ -85,16 +87,19 @@ class PrepareParams(_Strict):
 
     @property
     def fractions(self) -> tuple[float, float, float]:
+        """``(train, val, test)`` fractions, summing to 1."""
         return (self.train, self.val, self.test)
 
 
 # --------------------------------------------------------------------------- grid
 class Cell(_Strict):
-    dataset: Literal["objectcxr", "lvot"]
-    arch: Literal["resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0"]
+    """One dataset × architecture of the grid."""
+    dataset: Dataset
+    arch: Arch
 
     @property
     def key(self) -> str:
+        """``<dataset>-<arch>``, as in the output folders."""
         return f"{self.dataset}-{self.arch}"
 
 
@@ -108,7 +113,7 @@ class GridParams(_Strict):
         Cell(dataset="lvot", arch="efficientnet_b0"),
     ]
     seeds: list[int] = [1, 2, 3]
-    randomised: list[Literal["sr", "fr"]] = ["sr", "fr"]
+    randomised: list[RandomCondition] = ["sr", "fr"]
 
     @field_validator("seeds")
     @classmethod
@@ -120,6 +125,7 @@ class GridParams(_Strict):
 
 # --------------------------------------------------------------------------- train / randomise
 class Recipe(_Strict):
+    """``train.<dataset>``: the fine-tuning recipe of one dataset (the paper's Object-CXR recipe by default)."""
     image_size: int = Field(600, ge=32)
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -147,14 +153,17 @@ def _paper_lvot_recipe() -> Recipe:
 
 
 class TrainParams(_Strict):
+    """``train``: one :class:`Recipe` per dataset."""
     objectcxr: Recipe = Recipe()
     lvot: Recipe = Field(default_factory=_paper_lvot_recipe)
 
     def recipe(self, dataset: str) -> Recipe:
+        """The recipe of ``dataset``."""
         return getattr(self, dataset)
 
 
 class RandomiseParams(_Strict):
+    """``randomise``: where the ImageNet weights of the ``sr`` models come from."""
     imagenet_weights: str | None = None  # a file or folder of torchvision ImageNet weights
 
 
@@ -168,15 +177,16 @@ class ToleranceAt(_Strict):
 
 
 class EvaluateParams(_Strict):
+    """``evaluate``: the Pointing Game, smoothing, methods and statistics of the evaluation."""
     # Pointing Game τ in pixels *at the input size tolerance_at.<dataset>* (the paper: 15 px at
     # 600 / 224 px); the study uses it scaled to its own input size, see tau_px
     tolerance: float = Field(15.0, gt=0)
     tolerance_at: ToleranceAt = ToleranceAt()
     target: Literal["predicted", "label"] = "predicted"
     batch_size: int = Field(8, ge=1)
-    smooth_sigma: float = Field(1.0, gt=0)
-    smooth_kernel: int = Field(11, ge=3)
-    methods: list[str] | None = None  # None: all ten
+    smooth_sigma: float = Field(SMOOTH_SIGMA, gt=0)
+    smooth_kernel: int = Field(SMOOTH_KERNEL, ge=3)
+    methods: list[Method] | None = None  # None: all ten
     layers: dict[str, dict[str, list[str]]] = {}  # arch -> {"single": [...], "multi": [...]}
     bootstrap: int = Field(1000, ge=10)
     permutations: int = Field(1000, ge=10)
@@ -210,10 +220,12 @@ class SanityParams(_Strict):
 
 
 class ReportParams(_Strict):
-    formats: list[Literal["md", "csv", "latex", "html"]] = ["md", "csv", "latex", "html"]
+    """``report``: the formats the tables are written in."""
+    formats: list[ReportFormat] = Field(default_factory=lambda: list(get_args(ReportFormat)))
 
 
 class Params(_Strict):
+    """The whole ``params.yaml``, one field per stage."""
     device: str = "cpu"
     data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
@@ -238,7 +250,7 @@ def _format_error(path: Path, err: ValidationError) -> str:
     return f"{path}: {key}: {msg}{shown}{tail}"
 
 
-def parse_params(data: dict, source: Path | str = "params.yaml") -> Params:
+def parse_params(data: dict | None, source: Path | str = "params.yaml") -> Params:
     """Validate a params mapping; a problem raises :class:`XiqaError` naming the key."""
     try:
         return Params.model_validate(data or {})

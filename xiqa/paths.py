@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 
 PROJECT_ENV = "XIQA_PROJECT"
-DATASETS = ("objectcxr", "lvot")
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -40,10 +39,12 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def raw_dir(root: Path, dataset: str) -> Path:
+    """``data/raw/<dataset>/``: the `data` stage's output."""
     return root / "data" / "raw" / dataset
 
 
 def prepared_dir(root: Path, dataset: str) -> Path:
+    """``data/prepared/<dataset>/``: the `prepare` stage's output."""
     return root / "data" / "prepared" / dataset
 
 
@@ -58,14 +59,17 @@ def registered_model_name(dataset: str, arch: str) -> str:
 
 
 def model_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
+    """``models/<dataset>-<arch>/<condition>/s<seed>.json``: a registered model's pointer."""
     return root / "models" / model_key(dataset, arch) / condition / f"s{seed}.json"
 
 
 def eval_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
+    """``eval/<dataset>-<arch>/<condition>-s<seed>.json``: an evaluation run's pointer."""
     return root / "eval" / model_key(dataset, arch) / f"{condition}-s{seed}.json"
 
 
 def sanity_pointer(root: Path, dataset: str, arch: str, seed: int) -> Path:
+    """``sanity/<dataset>-<arch>/trained-s<seed>.json``: a sanity run's summary."""
     return root / "sanity" / model_key(dataset, arch) / f"trained-s{seed}.json"
 
 

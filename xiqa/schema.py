@@ -9,7 +9,8 @@ Runs (MLflow, SPEC 7):
   ``constant_maps_smooth/<method>``, ``constant_maps``, ``tau_px`` (τ in input pixels, also a
   param next to ``tolerance`` and ``tolerance_at``), the no-information baselines
   ``baseline/chance`` and ``baseline/centre`` (independent of the model, the method and
-  smoothing); artifacts ``per_image.csv``, ``baselines.csv`` (:data:`BASELINE_COLUMNS`) and
+  smoothing), ``skipped_layers/<m>`` for multi-layer NormGrad (layer maps skipped as constant,
+  summed over the scored images); artifacts ``per_image.csv``, ``baselines.csv`` (:data:`BASELINE_COLUMNS`) and
   the figure sample's maps, ``figure_maps.npz``. Localisation beyond the Pointing Game (SPEC
   6.1, :data:`LOC_METRICS`): ``mass/<m>``, ``rank/<m>``, ``auc/<m>``, ``topk/<m>`` (smoothed
   maps, like ``pg_smooth``) and ``mass_raw/<m>`` … ``topk_raw/<m>`` (unsmoothed), each the mean
@@ -44,8 +45,25 @@ Runs (MLflow, SPEC 7):
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+# --------------------------------------------------------------------------- the study's names
+# Each name set is one Literal, the type that params.yaml and the Typer options are checked
+# against; the tuple beside it (its values, in order) is what code iterates over.
+Dataset = Literal["objectcxr", "lvot"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
+Arch = Literal["resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0"]
+ARCHS: tuple[str, ...] = get_args(Arch)
+Condition = Literal["sr", "fr", "trained"]  # table column order, as in Tables 3–4
+CONDITIONS: tuple[str, ...] = get_args(Condition)
+RandomCondition = Literal["sr", "fr"]  # the conditions the `randomise` stage makes
+RANDOM_CONDITIONS: tuple[str, ...] = get_args(RandomCondition)
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
+ReportFormat = Literal["md", "csv", "latex", "html"]
+REPORT_FORMATS: tuple[str, ...] = get_args(ReportFormat)
 # Table order follows the paper (Table 2's first three rows are the gradient methods).
-METHODS: tuple[str, ...] = (
+Method = Literal[
     "input_x_gradient",
     "guided_backprop",
     "guided_gradcam",
@@ -56,7 +74,13 @@ METHODS: tuple[str, ...] = (
     "normgrad_scaling_multi",
     "normgrad_conv1x1_multi",
     "normgrad_conv3x3_multi",
-)
+]
+METHODS: tuple[str, ...] = get_args(Method)
+
+# The final maps' Gaussian smoothing (paper Table 2): the defaults of evaluate.smooth_sigma and
+# evaluate.smooth_kernel, and of every function that smooths without seeing params.yaml
+SMOOTH_SIGMA = 1.0  # σ in input pixels
+SMOOTH_KERNEL = 11  # side of the square kernel in input pixels
 
 METHOD_LABELS: dict[str, str] = {
     "input_x_gradient": "Input × Gradient",
@@ -71,7 +95,6 @@ METHOD_LABELS: dict[str, str] = {
     "normgrad_conv3x3_multi": "NormGrad conv3x3 (multi)",
 }
 
-CONDITIONS: tuple[str, ...] = ("sr", "fr", "trained")  # table column order, as in Tables 3–4
 CONDITION_LABELS = {"sr": "SR", "fr": "FR", "trained": "Trained"}
 ARCH_LABELS = {
     "resnet34": "ResNet-34",
@@ -112,11 +135,8 @@ TAU = "tau_px"  # metric and param: the Pointing Game τ in input pixels
 TAU_LABEL = "τ (input pixels)"  # the tables' row stating it
 
 
-def experiment_name(dataset: str) -> str:
-    return f"xiqa-{dataset}"
-
-
 def method_label(method: str) -> str:
+    """The display label of ``method`` (the name itself when it has none)."""
     return METHOD_LABELS.get(method, method)
 
 
@@ -129,6 +149,11 @@ def agg_metric(stat: str, method: str, smoothed: bool = True) -> str:
     """Aggregate-run metric, ``stat`` in mean/std/ci_low/ci_high: ``pg_mean/<m>`` (smoothed) or
     ``pg_raw_mean/<m>`` (unsmoothed)."""
     return f"pg_{'' if smoothed else 'raw_'}{stat}/{method}"
+
+
+def skipped_metric(method: str) -> str:
+    """Evaluation-run metric of a multi-layer NormGrad method: ``skipped_layers/<m>``."""
+    return f"skipped_layers/{method}"
 
 
 def baseline_metric(baseline: str) -> str:
@@ -178,4 +203,5 @@ def sanity_metric(stat: str, agg: str, method: str) -> str:
 
 
 def pair_suffix(arch_a: str, arch_b: str, n_archs: int) -> str:
+    """The study-run metric suffix of an architecture pair: none for two architectures."""
     return "" if n_archs <= 2 else f"/{arch_a}~{arch_b}"

@@ -11,7 +11,7 @@ from torch import nn
 
 from xiqa.errors import XiqaError
 from xiqa.models import build
-from xiqa.models.init import fully_randomise, initialise
+from xiqa.models.init import fully_randomise, initialise, load_imagenet_backbone
 from xiqa.models.weights import (IMAGENET_FILES, WEIGHTS_ENV, WeightsUnavailable,
                                  imagenet_state_dict, resolve_imagenet_weights)
 
@@ -123,7 +123,7 @@ def test_missing_weights_say_in_one_sentence_how_to_supply_them() -> None:
     assert "randomise.imagenet_weights" in message and "pretrained: false" in message
     assert "\n" not in message and message.count(". ") == 0
     with pytest.raises(WeightsUnavailable):
-        build(ARCH, pretrained=True)
+        load_imagenet_backbone(build(ARCH), ARCH)
 
 
 def test_a_named_path_that_does_not_exist_is_an_error_not_a_skip(tmp_path: Path) -> None:
@@ -139,10 +139,11 @@ def test_weights_of_another_architecture_are_refused_naming_the_file(tmp_path: P
         imagenet_state_dict(ARCH, wrong)
 
 
-def test_build_pretrained_loads_weights_from_the_environment(imagenet_file: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_backbone_loads_weights_from_the_environment(imagenet_file: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WEIGHTS_ENV, str(imagenet_file.parent))
-    model = build(ARCH, pretrained=True)
+    model = build(ARCH)
+    assert load_imagenet_backbone(model, ARCH) == imagenet_file
     assert torch.equal(model.conv1.weight, torch.load(imagenet_file, weights_only=True)["conv1.weight"])
 
 

@@ -83,10 +83,20 @@ def test_unknown_arch_and_unknown_layer_are_user_errors() -> None:
 def test_pretrained_without_weights_is_a_clear_error_or_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     import xiqa.models.weights as weights
 
+    from pathlib import Path
+
+    from xiqa.models.init import initialise
+
+    # no ImageNet weights on this machine: a clear error that says where to put them
+    monkeypatch.setenv("XIQA_IMAGENET_WEIGHTS", "/nonexistent/imagenet")
+    with pytest.raises(XiqaError, match="ImageNet weights"):
+        initialise(build("resnet34"), "resnet34", "trained", 1, pretrained=True)
+    # with weights (a seeded stand-in), the backbone loads and the two-class head is drawn afresh
     torch.manual_seed(0)
     reference = build("resnet34", num_classes=1000)
-    state = {k: v for k, v in reference.state_dict().items()}
-    monkeypatch.setattr(weights, "imagenet_state_dict", lambda arch: state)
-    model = build("resnet34", pretrained=True)
+    state = dict(reference.state_dict())
+    monkeypatch.setattr(weights, "imagenet_state_dict", lambda arch, where=None: state)
+    monkeypatch.setattr(weights, "resolve_imagenet_weights", lambda arch, where=None: Path("stand-in.pth"))
+    model = initialise(build("resnet34"), "resnet34", "trained", 1, pretrained=True)
     assert torch.equal(model.conv1.weight, reference.conv1.weight)
     assert model.fc.out_features == 2

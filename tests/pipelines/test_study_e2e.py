@@ -7,6 +7,7 @@ One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it b
 2. every aggregate mean ± std equals a recomputation from the evaluation runs' per-image CSV
    artifacts, and DoM equals the absolute difference of the logged means;
 3. `dvc metrics show` and `dvc plots show` work;
+   a second report run over the same evaluations writes byte-identical tables, metrics and plots;
 4. a repro after changing `evaluate.tolerance` or `evaluate.tolerance_at` re-runs only `evaluate`
    and `report`, and the tables show the new τ in input pixels;
 5. one after shrinking the seed list re-runs no training and no aggregate keeps the dropped seed;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +79,13 @@ def _per_image(root: Path, arch: str, cond: str, seed: int, tmp: Path) -> pd.Dat
                                                            dst_path=str(dst)))
 
 
+def _outputs(root: Path, reports: str) -> dict[str, bytes]:
+    """The report stage's tables (``reports``: md, csv, tex), DVC metrics and plots, by name."""
+    files = [p for ext in ("md", "csv", "tex") for p in (root / reports).glob(f"table*.{ext}")]
+    files += list((root / "metrics").glob("*.json")) + list((root / "plots").glob("*.csv"))
+    return {str(p.relative_to(root)).replace(reports, "<reports>", 1): p.read_bytes() for p in files}
+
+
 def _check_aggregates(root: Path, seeds: list[int], tmp: Path) -> pd.DataFrame:
     runs = _study_runs(root)
     aggs = runs[runs[f"tags.{S.KIND}"] == "aggregate"]
@@ -120,29 +129,39 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     # instead of numbers
     labels = [S.method_label(m) for m in S.METHODS]
     extra = [S.BASELINE_LABELS[b] for b in S.BASELINES] + [S.TAU_LABEL]
-    t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
+    t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
     assert list(t4.index) == labels + extra
     assert t4.loc[S.TAU_LABEL, "ResNet-34 · Trained mean"] == 15 * 48 / 600  # the paper's tau at 48 px
     for arch in ("ResNet-34", "EfficientNet-B0"):
         for cond in ("FR", "Trained"):
             assert t4[f"{arch} · {cond} mean"].notna().all()
         assert t4[f"{arch} · SR note"].str.startswith("skipped:").all()
-    t2 = pd.read_csv(root / "reports" / "table2.csv", index_col=0)
+    t2 = pd.read_csv(root / "reports" / "table2.csv", index_col="label")
     assert list(t2.index) == labels + extra and t2.filter(like="smoothing off mean").shape[1] == 2
-    t6 = pd.read_csv(root / "reports" / "table6-objectcxr.csv", index_col=0)
+    t6 = pd.read_csv(root / "reports" / "table6-objectcxr.csv", index_col="label")
     assert list(t6.index) == labels + extra and t6.loc[labels, "DoM mean"].notna().all()  # no DoM of a baseline
-    t7 = pd.read_csv(root / "reports" / "table7.csv", index_col=0)
+    t7 = pd.read_csv(root / "reports" / "table7.csv", index_col="label")
     assert t7["Accuracy mean"].between(0, 1).all() and t7["AUC mean"].notna().all()
     md = (root / "reports" / "table4-objectcxr.md").read_text()
     assert all(f"| {label} |" in md for label in labels)
     page = (root / "reports" / "index.html").read_text()
     assert page.count("<table") == 6 and "data:image/png;base64," in page  # Tables 2, 4, 6, 7, 8, 9
-    t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col=0)
+    t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col="label")
     assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
     assert t8.loc["uniform map", "ResNet-34 · Trained · AUC mean"] == pytest.approx(0.5, abs=1e-12)
-    t9 = pd.read_csv(root / "reports" / "table9-objectcxr.csv", index_col=0)
+    t9 = pd.read_csv(root / "reports" / "table9-objectcxr.csv", index_col="label")
     assert list(t9.index) == labels
     assert (root / "sanity" / "objectcxr-resnet34" / "trained-s2.json").is_file()
+    csv4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="method")  # ids as in the metric keys
+    assert list(csv4.index) == list(S.METHODS) + [f"baseline_{b}" for b in S.BASELINES] + [S.TAU]
+
+    # 1b. the same evaluations, the same report: a second report run (a new study) writes
+    # byte-identical tables, DVC metrics and plots
+    before = _outputs(root, "reports")
+    assert len(before) > 20
+    run(root, str(BIN / "python"), "-m", "pipelines.report", "--out", "reports-again")
+    assert _outputs(root, "reports-again") == before
+    shutil.rmtree(root / "reports-again")
 
     # 2. aggregates = recomputation from the per-image CSV artifacts; DoM = |difference of means|
     aggs = _check_aggregates(root, [1, 2], tmp_path)
@@ -170,7 +189,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     assert ran == {"report", "evaluate@0", "evaluate@1"}
     pointer = json.loads((root / "eval" / "objectcxr-resnet34" / "trained-s1.json").read_text())
     assert pointer["tau_px"] == 5 * 48 / 96
-    t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
+    t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
     assert t4.loc[S.TAU_LABEL, "ResNet-34 · Trained mean"] == 2.5
 
     # 5. fewer seeds: no training re-runs, and no aggregate keeps the dropped seed's models
@@ -183,7 +202,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
         "fr-s1.json", "sr-s1.json", "trained-s1.json"]  # DVC cleared the dropped seed's output
     assert sorted(p.name for p in (root / "models" / "objectcxr-resnet34" / "fr").iterdir()) == ["s1.json"]
     _check_aggregates(root, [1], tmp_path)
-    t4_after = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col=0)
+    t4_after = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
     std_cols = [c for c in t4_after.columns if c.endswith(" std")]
     assert std_cols and t4_after[std_cols].isna().all().all()  # one seed: no std (ddof = 1), not 0
 

@@ -32,7 +32,7 @@ def project(tmp_path_factory) -> Path:
     model = zoo.build("resnet34")
     zoo.estimate_bn_statistics(model, [torch.randn(4, 3, SIZE, SIZE)])
     with store.tracked_run(root, "lvot", "fr", {}, {}):
-        registry.register(model, dataset="lvot", arch="resnet34", condition="fr", seed=1, image_size=SIZE,
+        registry.register(model, dataset="lvot", arch="resnet34", library="torchvision", condition="fr", seed=1, image_size=SIZE,
                           data_md5="0" * 32, git_commit="test")
     mlflow.set_tracking_uri("")  # the CLI must find the store by itself
     rng = np.random.default_rng(0)

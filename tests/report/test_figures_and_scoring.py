@@ -155,3 +155,19 @@ def test_parse_boxes_accepts_spaces_and_trailing_separator_and_names_bad_boxes()
         parse_boxes("1,2,3")
     with pytest.raises(XiqaError, match="x0 <= x1"):
         parse_boxes("5,0,1,4")
+
+
+def test_skipped_layer_counts_sum_each_scored_image_explained_alone(tiny):
+    split, boxes, result = tiny
+    torch.manual_seed(0)  # the fixture's model is not kept: rebuild it the same way
+    model = zoo.build("resnet34")
+    zoo.estimate_bn_statistics(model, [torch.randn(4, 3, SIZE, SIZE)])
+    from xiqa import saliency
+
+    expected = 0
+    for i, image_id in enumerate(split.ids):
+        if image_id in boxes:
+            info: dict = {}
+            saliency.explain(model.eval(), split.inputs([i]), ["normgrad_conv1x1_multi"], arch="resnet34", info=info)
+            expected += int(info["skipped_layers/normgrad_conv1x1_multi"].sum())
+    assert result.skipped_layers == {"normgrad_conv1x1_multi": expected}

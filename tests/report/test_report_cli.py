@@ -60,7 +60,7 @@ def test_report_writes_every_table_in_every_format_from_the_latest_study(project
         for suffix in (".md", ".csv", ".tex", ".html"):
             assert (tmp_path / f"{key}{suffix}").is_file()
     assert (tmp_path / "index.html").read_text().count("<table") == 6
-    t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col=0)
+    t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="label")
     assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.83)  # "new", not "old"
     assert t4.loc["centre peak", "ResNet-34 · Trained mean"] == pytest.approx(0.25)
     assert t4.loc["τ (input pixels)", "ResNet-34 · Trained mean"] == pytest.approx(3.2)
@@ -74,7 +74,7 @@ def test_report_can_pick_an_older_study_and_names_an_unknown_one(project, tmp_pa
     monkeypatch.setenv("XIQA_PROJECT", str(project))
     res = CliRunner().invoke(app, ["report", "-f", "csv", "--study", "old", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col=0)
+    t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="label")
     assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.33)
     bad = CliRunner().invoke(app, ["report", "--study", "nope", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "no run of study 'nope'" in bad.output

@@ -122,16 +122,39 @@ def test_renderers_write_one_file_per_table_per_format(tmp_path):
     assert len(written) == 4 * len(tables)
     md = (tmp_path / "table4-objectcxr.md").read_text()
     assert "| Grad-CAM | skipped: no ImageNet weights | 0.230 ± 0.050 [0.10, 0.30] | 0.830 ± 0.050" in md
-    csv = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col=0)
-    assert csv.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.83)
-    assert csv.loc["Grad-CAM", "ResNet-34 · Trained std"] == pytest.approx(0.05)
-    assert csv.loc["Grad-CAM", "ResNet-34 · SR note"] == "skipped: no ImageNet weights"
+    csv = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="method")
+    assert csv.loc["gradcam", "label"] == "Grad-CAM"
+    assert csv.loc["gradcam", "ResNet-34 · Trained mean"] == pytest.approx(0.83)
+    assert csv.loc["gradcam", "ResNet-34 · Trained std"] == pytest.approx(0.05)
+    assert csv.loc["gradcam", "ResNet-34 · Trained ci_low"] == pytest.approx(0.8 - 0.1)  # as pg_ci_low/<m>
     assert "SR ResNet-34 skipped: no ImageNet weights: put the file in the cache" in md
     tex = (tmp_path / "table4-objectcxr.tex").read_text()
     assert r"0.830 $\pm$ 0.050" in tex and r"\begin{tabular}{lrrrrrr}" in tex
     assert "Input $\\times$ Gradient" in tex
     html = (tmp_path / "table6-objectcxr.html").read_text()
     assert "<th>DoM</th>" in html and "<td>0.100</td>" in html
+
+
+def test_csv_rows_carry_the_metric_keys_method_ids_next_to_the_labels_and_whole_notes(tmp_path):
+    long = "no ImageNet weights for this architecture in the torch hub cache or in randomise.imagenet_weights: " \
+           "put the file there or set randomise.imagenet_weights"
+    tables = T.build_tables(_runs(reason=long))
+    T.write_tables(tables, tmp_path, ["md", "csv"])
+    for t in tables:
+        csv = pd.read_csv(tmp_path / f"{t.key}.csv", keep_default_na=False)
+        assert list(csv.columns[:2]) == [t.row_header, "label"]
+        assert list(csv["label"]) == t.rows
+    t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="method")
+    assert list(t4.index) == list(S.METHODS) + [f"baseline_{b}" for b in S.BASELINES] + [S.TAU]
+    assert list(t4["label"]) == [S.method_label(m) for m in S.METHODS] + BASELINE_ROWS
+    assert (t4["ResNet-34 · SR note"] == f"skipped: {long}").all()  # never cut in the CSV
+    md = (tmp_path / "table4-objectcxr.md").read_text()
+    assert f"| skipped: {T.short_reason(long)} |" in md  # cut for display only
+    assert T.short_reason(long).endswith("…")
+    t8 = pd.read_csv(tmp_path / "table8-objectcxr.csv", index_col="method")
+    assert list(t8.index[-2:]) == [f"baseline_{b}" for b in S.LOC_BASELINES]
+    t7 = pd.read_csv(tmp_path / "table7.csv", index_col="model")
+    assert list(t7.index) == ["objectcxr-resnet34", "objectcxr-efficientnet_b0"]
 
 
 def test_an_empty_study_is_a_clear_error():
@@ -158,7 +181,7 @@ def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp
         md = (tmp_path / f"{key}.md").read_text()
         assert "| chance (uniform peak) | " in md and "| centre peak | " in md and "| τ (input pixels) | " in md
         assert tau_note in md
-        csv = pd.read_csv(tmp_path / f"{key}.csv", index_col=0)
+        csv = pd.read_csv(tmp_path / f"{key}.csv", index_col="label")
         assert list(csv.index[-3:]) == BASELINE_ROWS
         mean_col = [c for c in csv.columns if c.endswith(" mean") and "SR" not in c][0]  # SR is skipped
         assert csv.loc["τ (input pixels)", mean_col] == 3.2
@@ -169,7 +192,7 @@ def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp
         html = (tmp_path / f"{key}.html").read_text()
         assert "<th>centre peak</th>" in html and "<th>τ (input pixels)</th>" in html
         assert html_lib.escape(tau_note) in html
-    t2 = pd.read_csv(tmp_path / "table2.csv", index_col=0)
+    t2 = pd.read_csv(tmp_path / "table2.csv", index_col="label")
     assert t2.loc["chance (uniform peak)", "Object-CXR ResNet-34 · smoothing off mean"] == pytest.approx(0.05)
     assert t2.loc["chance (uniform peak)", "Object-CXR ResNet-34 · smoothing on mean"] == pytest.approx(0.05)
 
@@ -198,7 +221,7 @@ def test_table8_has_method_and_baseline_rows_and_a_column_per_logged_condition_a
     last = S.method_label(S.METHODS[-1])
     assert t.cell(last, "ResNet-34 · Trained · mass").text() == "constant maps"
     csv = T.to_csv(t)
-    assert "uniform map," in csv and "ResNet-34 · Trained · mass ci95 low" in csv
+    assert "baseline_uniform,uniform map," in csv and "ResNet-34 · Trained · mass ci_low" in csv
     assert r"centre Gaussian map &" in T.to_latex(t) and "<th>uniform map</th>" in T.to_html(t)
 
 

@@ -13,7 +13,9 @@ import torch
 from scipy import ndimage
 
 from xiqa.saliency.methods import normalise
-from xiqa.saliency.smoothing import KERNEL, SIGMA, smooth
+from xiqa.saliency.smoothing import smooth
+from xiqa.schema import SMOOTH_KERNEL as KERNEL
+from xiqa.schema import SMOOTH_SIGMA as SIGMA
 
 EPS32 = torch.finfo(torch.float32).eps
 

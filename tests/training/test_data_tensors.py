@@ -98,7 +98,9 @@ def test_load_split_is_cached_per_process(tiny_root: Path) -> None:
 def test_preprocess_of_one_scan_equals_the_split_input_bit_for_bit(tiny_root: Path) -> None:
     split = load_split(tiny_root, "objectcxr", "test", 40)
     gray = read_scan(tiny_root / "data/raw/objectcxr" / split.ids[2])
-    assert torch.equal(preprocess(gray, 40), split.inputs([2])[0])
+    cached, inputs = preprocess(gray, 40)
+    assert torch.equal(inputs, split.inputs([2])[0])
+    assert torch.equal(cached, split.images[2])
 
 
 def test_normalise_replicates_gray_to_three_channels_with_imagenet_statistics() -> None:

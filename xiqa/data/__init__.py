@@ -5,11 +5,13 @@
 - :mod:`xiqa.data.phantoms`   seeded synthetic data written in exactly those formats
 - :mod:`xiqa.data.splits`     ``splits.csv`` / ``boxes.csv`` / ``images.csv`` and their reader
 - :mod:`xiqa.data.images`     one reader for PNG/JPEG/NPY/DICOM scans
+- :mod:`xiqa.data.datasets`   the table of what differs per dataset (reader, importer, phantoms)
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 

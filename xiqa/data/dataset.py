@@ -18,14 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from xiqa.errors import XiqaError
 from xiqa.paths import prepared_dir, raw_dir
+from xiqa.schema import SPLITS
 
-SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1  # bump when the layout of the image cache changes
 
 
@@ -57,7 +56,7 @@ class Split:
 
         return normalise(self.images[index])
 
-    def head(self, n: int | None) -> "Split":
+    def head(self, n: int | None) -> Split:
         """The first ``n`` rows (all of them when ``n`` is None)."""
         if n is None or n >= len(self):
             return self
@@ -210,7 +209,7 @@ def load_split(root: Path, dataset: str, split: str, image_size: int) -> Split:
 
 @lru_cache(maxsize=16)
 def _load_split(prepared: Path, raw: Path, dataset: str, split: str, image_size: int,
-                stamp: tuple[int, ...]) -> Split:
+                _stamp: tuple[int, ...]) -> Split:
     rows = _split_rows(prepared, raw, split)
     images = _mapped_images(prepared, split, image_size, rows.ids)
     return Split(dataset, split, image_size, images, torch.tensor(rows.labels, dtype=torch.int64),
@@ -230,7 +229,7 @@ class _SplitRows(torch.utils.data.Dataset):
         return self.split.images[i], self.split.labels[i]
 
 
-def _seed_worker(worker_id: int) -> None:
+def _seed_worker(_worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; numpy/random follow it.
     import random
 

@@ -16,6 +16,7 @@ read the label off the background):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,9 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
     window = None
     center, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
     if center is not None and width is not None:
-        first = (lambda v: float(v[0]) if isinstance(v, MultiValue) else float(v))
+        def first(v: Any) -> float:  # a DICOM value may hold several windows: take the first
+            return float(v[0] if isinstance(v, MultiValue) else v)
+
         c, w = first(center), first(width)
         if w > 0:
             window = (c - w / 2.0, c + w / 2.0)
@@ -108,12 +111,6 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
         if window is not None:
             window = (top - window[1], top - window[0])
     return arr, window
-
-
-def image_size(path: Path | str) -> tuple[int, int]:
-    """``(width, height)`` of an image file, decoding it fully (so a corrupt file is caught)."""
-    arr = read_image(path)
-    return int(arr.shape[1]), int(arr.shape[0])
 
 
 def image_shape(path: Path | str) -> tuple[int, int]:

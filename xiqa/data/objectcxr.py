@@ -139,8 +139,9 @@ def _read_part(root: Path, part: str) -> list[dict]:
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise XiqaError(f"{csv}: missing column(s) {', '.join(missing)} (expected image_name, annotation)")
-    rows, seen = [], {}
-    for i, (name, annotation) in enumerate(zip(table["image_name"], table["annotation"]), start=1):
+    rows: list[dict] = []
+    seen: dict[str, int] = {}
+    for i, (name, annotation) in enumerate(zip(table["image_name"], table["annotation"], strict=True), start=1):
         where = f"{csv} row {i} ({name.strip()!r})"
         path = member_path(folder, name, where)
         rel = path.relative_to(folder).as_posix()

@@ -383,7 +383,7 @@ def foreign_objects(patient: _Patient, rng: np.random.Generator
     taken: list[tuple[int, int, int, int]] = []
     n = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.3, 0.2, 0.1]))
     names = list(OBJECT_KINDS)
-    for attempt in range(20 * n):
+    for _ in range(20 * n):
         if len(objects) == n:
             break
         kind, shapes, contrast = OBJECT_KINDS[names[int(rng.integers(len(names)))]](rng)
@@ -713,6 +713,29 @@ def write_lvot(target: Path | str, n_patients: int, slices_per_patient: int, siz
 
 
 # --------------------------------------------------------------------------- contact sheets
+_Boxed = list[tuple[np.ndarray, list]]  # (uint8 image [H, W], boxes (x0, y0, x1, y1) inclusive)
+
+
+def _objectcxr_sheet_items(n: int, seed: int, sizes: tuple[int, int]) -> _Boxed:
+    labels = _balanced_labels(n, seed)
+    items = []
+    for i in range(n):
+        img, annotation = objectcxr_image(i, int(labels[i]), seed, *sizes)
+        items.append((img, parse_annotation(annotation)))
+    return items
+
+
+def _lvot_sheet_items(n: int, seed: int, sizes: tuple[int, int]) -> _Boxed:
+    items = []
+    for i in range(n):  # two slices per patient, one of each label
+        img, mask = lvot_slice(i // 2, i % 2, (i + i // 2) % 2, seed, sizes[0])
+        items.append((img, [] if mask is None else [mask_to_box(mask)]))
+    return items
+
+
+_SHEET_ITEMS = {"objectcxr": _objectcxr_sheet_items, "lvot": _lvot_sheet_items}
+
+
 def contact_sheet(dataset: str, path: Path | str, n: int = 16, seed: int = 0, tile: int = 224,
                   sizes: tuple[int, int] = (224, 288)) -> Path:
     """Write a square contact sheet of the first ``n`` phantoms of ``dataset`` ("objectcxr" or
@@ -723,22 +746,12 @@ def contact_sheet(dataset: str, path: Path | str, n: int = 16, seed: int = 0, ti
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     sheet = Image.new("RGB", (cols * tile, rows * tile), (0, 0, 0))
-    if dataset == "objectcxr":
-        labels = _balanced_labels(n, seed)
-        items = []
-        for i in range(n):
-            img, annotation = objectcxr_image(i, int(labels[i]), seed, *sizes)
-            items.append((img, parse_annotation(annotation)))
-    elif dataset == "lvot":
-        items = []
-        for i in range(n):  # two slices per patient, one of each label
-            img, mask = lvot_slice(i // 2, i % 2, (i + i // 2) % 2, seed, sizes[0])
-            items.append((img, [] if mask is None else [mask_to_box(mask)]))
-    else:
+    if dataset not in _SHEET_ITEMS:
         raise XiqaError(f"contact sheet: dataset must be objectcxr or lvot, got {dataset!r}")
+    items = _SHEET_ITEMS[dataset](n, seed, sizes)
     for i, (img, boxes) in enumerate(items):
         h, w = img.shape
-        picture = Image.fromarray(img).convert("RGB").resize((tile, tile), Image.BILINEAR)
+        picture = Image.fromarray(img).convert("RGB").resize((tile, tile), Image.Resampling.BILINEAR)
         draw = ImageDraw.Draw(picture)
         for x0, y0, x1, y1 in boxes:
             draw.rectangle([x0 * tile / w, y0 * tile / h, (x1 + 1) * tile / w - 1,

@@ -11,16 +11,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from xiqa.errors import XiqaError
 from xiqa.io import atomic_path
+from xiqa.schema import SPLITS
 
-SPLITS = ("train", "val", "test")
 FILES = ("splits.csv", "boxes.csv", "images.csv")
 
 
@@ -37,9 +38,9 @@ def assign_splits(table: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0
     this splits each label exactly in the given proportions, up to rounding. Every split with a
     positive fraction gets at least one patient when there are enough patients.
     """
-    fractions = np.asarray(fractions, dtype=float)
-    if fractions.shape != (3,) or (fractions < 0).any() or abs(fractions.sum() - 1) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    shares = np.asarray(fractions, dtype=float)
+    if shares.shape != (3,) or (shares < 0).any() or abs(shares.sum() - 1) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {shares}")
     labels = table["label"].astype(int)
     per_patient = pd.DataFrame({"pos": labels.groupby(table["patient_id"], sort=True).sum()})
     per_patient["neg"] = labels.groupby(table["patient_id"], sort=True).size() - per_patient["pos"]
@@ -47,16 +48,16 @@ def assign_splits(table: pd.DataFrame, fractions: Sequence[float] = (0.8, 0.1, 0
     per_patient = per_patient.iloc[rng.permutation(len(per_patient))]
     size = per_patient["pos"] + per_patient["neg"]
     per_patient = per_patient.iloc[np.argsort(-size.to_numpy(), kind="stable")]
-    deficit_pos = fractions * per_patient["pos"].sum()
-    deficit_neg = fractions * per_patient["neg"].sum()
+    deficit_pos = shares * per_patient["pos"].sum()
+    deficit_neg = shares * per_patient["neg"].sum()
     assigned: dict[object, int] = {}
-    for pid, n_pos, n_neg in zip(per_patient.index, per_patient["pos"], per_patient["neg"]):
+    for pid, n_pos, n_neg in zip(per_patient.index, per_patient["pos"], per_patient["neg"], strict=True):
         score = np.round(n_pos * deficit_pos + n_neg * deficit_neg, 9)
         best = int(np.argmax(score))  # the first maximum: train, then val, then test
         deficit_pos[best] -= n_pos
         deficit_neg[best] -= n_neg
         assigned[pid] = best
-    _fill_empty_splits(assigned, fractions, per_patient.index.tolist())
+    _fill_empty_splits(assigned, shares, per_patient.index.tolist())
     split_of = {pid: SPLITS[s] for pid, s in assigned.items()}
     return table["patient_id"].map(split_of).rename("split")
 
@@ -101,7 +102,7 @@ def prepare(table: pd.DataFrame, out_dir: Path | str, fractions: Sequence[float]
                            "label": table["label"].astype("int64")})
     boxes = pd.DataFrame(
         [(iid, *_clip_box(b, w, h)) for iid, bs, w, h in
-         zip(table["image_id"], table["boxes"], table["width"], table["height"]) for b in bs],
+         zip(table["image_id"], table["boxes"], table["width"], table["height"], strict=True) for b in bs],
         columns=["image_id", "x0", "y0", "x1", "y1"])
     boxes = _tidy_numbers(boxes, ["x0", "y0", "x1", "y1"])
     images = pd.DataFrame({"image_id": table["image_id"], "path": table["image_id"],
@@ -109,7 +110,7 @@ def prepare(table: pd.DataFrame, out_dir: Path | str, fractions: Sequence[float]
                            "height": table["height"].astype("int64")})
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir(parents=True)
-        for name, frame in zip(FILES, (splits, boxes, images)):
+        for name, frame in zip(FILES, (splits, boxes, images), strict=True):
             frame.to_csv(tmp / name, index=False, lineterminator="\n")
 
 

@@ -13,8 +13,8 @@ The pipeline is split at a uint8 cache point so that each image is decoded and r
 3. :func:`normalise` — uint8 ``[..., 1, S, S]`` → float32 ``[..., 3, S, S]``: grayscale copied
    to three channels, ImageNet mean/std.
 
-:func:`preprocess` chains 1 and 3 for a single scan; evaluation and ``xiqa explain`` use it (or
-:func:`xiqa.data.dataset.load_split`, which gives bit-identical inputs).
+:func:`preprocess` chains 1 and 3 for a single scan (``xiqa explain``);
+:func:`xiqa.data.dataset.load_split` gives evaluation bit-identical inputs.
 """
 
 from __future__ import annotations
@@ -63,9 +63,11 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def preprocess(gray: np.ndarray, image_size: int) -> torch.Tensor:
-    """One scan → the network's float32 input ``[3, S, S]`` (no augmentation)."""
-    return normalise(to_cached(gray, image_size))
+def preprocess(gray: np.ndarray, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scan → ``(cached, input)``: the uint8 ``[1, S, S]`` image (what a figure shows) and
+    the network's float32 input ``[3, S, S]`` (no augmentation)."""
+    cached = to_cached(gray, image_size)
+    return cached, normalise(cached)
 
 
 def augmentation():

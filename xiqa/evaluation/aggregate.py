@@ -8,18 +8,18 @@ seed) is left out, an empty set raises :class:`XiqaError`.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.evaluation import stats
-from xiqa import schema as S
 
 
 def hits_matrix(frames: Sequence[pd.DataFrame], method: str, smoothed: bool, column: str = "hit") -> np.ndarray:
-    """float ``[S, N]``: row s = model s's 1/0 hits of ``method`` on the union of scored images
+    """Float ``[S, N]``: row s = model s's 1/0 hits of ``method`` on the union of scored images
     (sorted by image id; NaN where a model did not score an image). ``column``: another
     per-image value instead of ``hit`` (a localisation metric, NaN where the map was constant)."""
     parts = []
@@ -36,6 +36,7 @@ def hits_matrix(frames: Sequence[pd.DataFrame], method: str, smoothed: bool, col
 
 def per_seed_accuracies(frames: Sequence[pd.DataFrame], method: str, smoothed: bool,
                         column: str = "hit") -> list[float]:
+    """One Pointing Game accuracy per seed (per table of ``frames``) of ``method``."""
     return [stats.accuracy(row, f"{column} of {method}") for row in hits_matrix(frames, method, smoothed, column)]
 
 
@@ -107,8 +108,8 @@ def baseline_metrics(frames: Sequence[pd.DataFrame], n_boot: int = 1000, seed: i
     the scored images) and ``baseline_ci_low/<b>``, ``baseline_ci_high/<b>`` (bootstrap over
     images, as for the methods); the localisation baselines likewise as
     ``baseline_<k>_mean/<b>`` etc. (:func:`xiqa.schema.loc_agg_baseline_metric`). Every seed
-    scores the same images and boxes, so the tables must agree; a disagreement (evaluations at different τ or on different splits) is an error,
-    and there is no std over seeds."""
+    scores the same images and boxes, so the tables must agree; a disagreement (evaluations
+    at different τ or on different splits) is an error, and there is no std over seeds."""
     if not frames:
         raise XiqaError("no baselines table to aggregate")
     tables = []
@@ -173,10 +174,11 @@ def architecture_metrics(per_arch: Mapping[str, Sequence[pd.DataFrame]], methods
             for b in archs[i + 1:]:
                 sfx = S.pair_suffix(a, b, len(archs))
                 for m in methods:
-                    if accs[a][m] is None or accs[b][m] is None:
+                    acc_a, acc_b = accs[a][m], accs[b][m]
+                    if acc_a is None or acc_b is None:
                         continue
-                    out[f"{prefix}dom/{m}{sfx}"] = stats.dom(accs[a][m], accs[b][m])
-                    r = stats.mmd_rbf(accs[a][m], accs[b][m], permutations=permutations, seed=seed)
+                    out[f"{prefix}dom/{m}{sfx}"] = stats.dom(acc_a, acc_b)
+                    r = stats.mmd_rbf(acc_a, acc_b, permutations=permutations, seed=seed)
                     out[f"{prefix}mmd/{m}{sfx}"] = r.mmd
                     out[f"{prefix}mmd_p/{m}{sfx}"] = r.p_value
     return out

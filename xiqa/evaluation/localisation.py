@@ -54,8 +54,9 @@ same functions as the methods' maps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -154,7 +155,7 @@ class Scores:
 
 
 def topk_count(pixels: int, fraction: float = TOPK_FRACTION) -> int:
-    """k = max(1, ⌊fraction · pixels + ½⌋) (round half up), for 0 < ``fraction`` ≤ 1."""
+    """K = max(1, ⌊fraction · pixels + ½⌋) (round half up), for 0 < ``fraction`` ≤ 1."""
     if not 0.0 < fraction <= 1.0:
         raise XiqaError(f"top-k fraction must lie in (0, 1], got {fraction}")
     return max(1, min(pixels, math.floor(fraction * pixels + 0.5)))

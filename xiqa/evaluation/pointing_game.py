@@ -22,14 +22,18 @@ No-information baselines (SPEC 5), each a pure function of the boxes, the input 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from xiqa.errors import XiqaError
 from xiqa.saliency.methods import constant_maps
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["METRIC", "accuracy", "centre_hits", "centre_pixel", "chance_hits", "constant_maps", "hits",
            "is_constant", "peak_hits", "peaks", "scale_boxes"]
@@ -166,7 +170,7 @@ def accuracy(hit: Tensor) -> float:
     return float(valid.mean()) if valid.numel() else math.nan
 
 
-def scale_boxes(boxes: Tensor, orig_size: tuple[int, int], input_size: tuple[int, int]) -> Tensor:
+def scale_boxes(boxes: Tensor | np.ndarray, orig_size: tuple[int, int], input_size: tuple[int, int]) -> Tensor:
     """Map inclusive integer boxes [K, 4] from an original image of ``orig_size = (w, h)`` to an
     input of ``input_size = (W, H)`` (a plain resize, aspect ratio not kept); long [K, 4].
 

@@ -33,6 +33,7 @@ class SampleMaps:
     hits: dict[bool, np.ndarray]
 
     def save(self, path: Path) -> Path:
+        """Write the sample as one ``.npz`` file (no pickles) at ``path``; returns ``path``."""
         flat = [np.c_[np.full(len(b), k), np.asarray(b, dtype=float).reshape(-1, 4)]
                 for k, b in enumerate(self.boxes)]
         with atomic_path(Path(path)) as tmp:
@@ -46,7 +47,8 @@ class SampleMaps:
         return Path(path)
 
     @classmethod
-    def load(cls, path: Path) -> "SampleMaps":
+    def load(cls, path: Path) -> SampleMaps:
+        """Read a sample written by :meth:`save`; a broken file is a :class:`XiqaError` naming it."""
         try:
             z = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:

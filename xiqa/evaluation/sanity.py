@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd

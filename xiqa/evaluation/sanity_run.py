@@ -14,17 +14,18 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from xiqa import paths
+from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.io import write_json
 from xiqa.params import Params
-from xiqa import schema as S
 
-__all__ = ["SanityCell", "summarise"]
+__all__ = ["SanityCell", "sanity_cell", "summarise"]
 
 
 def summarise(mprt: pd.DataFrame, random_logit: pd.DataFrame) -> dict:
@@ -50,6 +51,27 @@ def summarise(mprt: pd.DataFrame, random_logit: pd.DataFrame) -> dict:
         out["random_logit_ssim"][method] = clean(g["ssim"].mean())
         out["random_logit_constant"][method] = int(g["constant"].sum())
     return out
+
+
+def sanity_cell(root: Path, params: Params, dataset: str, arch: str, seeds: list[int] | None = None,
+                echo: Callable[[str], None] = print) -> list[dict]:
+    """MPRT and random logit of every trained seed (default: ``grid.seeds``) of the grid cell
+    ``dataset`` × ``arch``; returns the summaries written (skipped models excluded)."""
+    from xiqa.evaluation.run import each_version
+
+    done = []
+    for cell, pointer, _, seed, out in each_version(
+            root, dataset, arch, [("trained", s) for s in seeds or params.grid.seeds],
+            lambda _, s: paths.sanity_pointer(root, dataset, arch, s),
+            lambda: SanityCell(root, params, dataset, arch), echo):
+        summary = cell.check(pointer, seed, out)
+        final = summary["final_step"]
+        worst = max(summary["mprt"], key=lambda m: summary["mprt"][m]["spearman"][final] or -1.0)
+        echo(f"{dataset}-{arch} trained-s{seed}: {len(cell.ids)} images x {final} randomisation steps in "
+             f"{summary['seconds']:.1f} s; highest final Spearman {worst} "
+             f"{summary['mprt'][worst]['spearman'][final]}; run {summary['run_id']}")
+        done.append(summary)
+    return done
 
 
 class SanityCell:
@@ -81,8 +103,9 @@ class SanityCell:
         the summary JSON at ``out``; returns the summary (with ``run_id`` and ``seconds``)."""
         import mlflow
 
+        from xiqa.evaluation.run import load_pointer_model
         from xiqa.evaluation.sanity import metric_histories, mprt, random_logit
-        from xiqa.tracking import registry, store
+        from xiqa.tracking import store
 
         sp, ev, ds, arch = self.params.sanity, self.params.evaluate, self.dataset, self.arch
         tags = {S.KIND: "sanity", "dataset": ds, "arch": arch, "condition": "trained", "seed": str(seed),
@@ -93,10 +116,7 @@ class SanityCell:
                       "methods": ",".join(self.methods), "image_size": self.image_size, "images": ",".join(self.ids)}
         with store.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
                                run_params, tags) as run:
-            try:
-                model = registry.load_model(pointer["model_uri"], self.params.device)
-            except Exception as err:  # the store lost the model, or the URI is stale
-                raise XiqaError(f"{pointer['model_uri']}: cannot load the model ({type(err).__name__}: {err})") from None
+            model = load_pointer_model(pointer, self.params.device)
             x = self.images.to(next(model.parameters()).device)
             layers = ev.layers.get(arch)
             start = time.perf_counter()

@@ -16,17 +16,21 @@ sample of images, the maps for the report's figures.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from xiqa.errors import XiqaError
 from xiqa import schema as S
+from xiqa.errors import XiqaError
+
+if TYPE_CHECKING:
+    from xiqa.evaluation.samples import SampleMaps
 
 
 def read_boxes(path: Path) -> dict[str, np.ndarray]:
@@ -63,9 +67,13 @@ def figure_sample(scored_ids: Sequence[str], n: int, seed: int) -> list[str]:
 
 @dataclass
 class ScoreResult:
+    """What :func:`score_split` found for one model: per-image rows, baselines, the figure sample."""
     per_image: pd.DataFrame  # PER_IMAGE_COLUMNS
-    sample: "object | None"  # xiqa.report.figures.SampleMaps for the figure sample, or None
+    sample: SampleMaps | None  # the figure sample's maps, or None
     baselines: pd.DataFrame  # BASELINE_COLUMNS, one row per scored image
+    # per multi-layer NormGrad method: layer maps skipped as constant, summed over the scored
+    # images (the evaluation run's ``skipped_layers/<m>``, :func:`xiqa.schema.skipped_metric`)
+    skipped_layers: dict[str, int] = field(default_factory=dict)
 
     def baseline_accuracies(self) -> dict[str, float]:
         """``{baseline: mean over the scored images}`` (chance: expected accuracy)."""
@@ -94,6 +102,7 @@ class ScoreResult:
         return {k: {b: float(self.baselines[f"{b}_{k}"].mean()) for b in S.LOC_BASELINES} for k in S.LOC_METRICS}
 
     def constant_maps(self, smoothed: bool) -> dict[str, int]:
+        """``{method: number of scored images whose map is constant}``."""
         rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
         return {m: int(g["constant"].sum()) for m, g in rows.groupby("method", sort=False)}
 
@@ -120,9 +129,10 @@ def score_split(
 
     ``tolerance``: τ in input pixels (:meth:`xiqa.params.EvaluateParams.tau_px`).
     ``target``: ``"predicted"`` explains the arg-max class, ``"label"`` the true label.
-    ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: the saliency package's Gaussian,
-    σ = 1, 11×11). ``topk_fraction``, ``centre_sigma``: the localisation metrics' k (a fraction
-    of the input's pixels) and the centre-Gaussian baseline's σ (a fraction of the side).
+    ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: :func:`xiqa.saliency.smooth` at
+    :data:`xiqa.schema.SMOOTH_SIGMA`, :data:`xiqa.schema.SMOOTH_KERNEL`). ``topk_fraction``,
+    ``centre_sigma``: the localisation metrics' k (a fraction of the input's pixels) and the
+    centre-Gaussian baseline's σ (a fraction of the side).
     Raises :class:`XiqaError` when no test image has a box.
     """
     from xiqa import saliency
@@ -150,17 +160,27 @@ def score_split(
 
     columns: dict[str, list] = {c: [] for c in S.PER_IMAGE_COLUMNS}
     base: dict[str, list] = {c: [] for c in S.BASELINE_COLUMNS}
+    skipped: dict[str, int] = {}
     for start in range(0, len(index), batch_size):
         rows = index[start:start + batch_size]
         x = split.inputs(torch.tensor(rows)).to(device)
         ids = [split.ids[i] for i in rows]
         labels = split.labels[rows]
-        with torch.no_grad():
-            probs = torch.softmax(model(x).float(), dim=1).cpu()
-        predicted = probs.argmax(dim=1)
-        tgt = predicted if target == "predicted" else labels
+        # one forward and two backward passes: explain's forward gives the logits too
+        info: dict[str, torch.Tensor] = {}
+        raw = saliency.explain(model, x, methods, arch=arch, layers=layers, info=info,
+                               target=None if target == "predicted" else labels.to(device))
+        logits = info["logits"].float().cpu()
+        probs = torch.softmax(logits, dim=1)
+        predicted = logits.argmax(dim=1)  # the class explained when target is "predicted"
+        tgt = info["target"].cpu()
+        for key, counts in info.items():
+            if key.startswith("skipped_layers/"):
+                method = key.split("/", 1)[1]
+                skipped[method] = skipped.get(method, 0) + int(counts.sum())
         sizes = split.sizes[rows]  # (width, height)
-        in_boxes = [pg.scale_boxes(boxes[i], (int(w), int(h)), (s, s)) for i, (w, h) in zip(ids, sizes.tolist())]
+        in_boxes = [pg.scale_boxes(boxes[i], (int(w), int(h)), (s, s))
+                    for i, (w, h) in zip(ids, sizes.tolist(), strict=True)]
         base["image_id"] += ids
         base["chance"] += pg.chance_hits(in_boxes, (s, s), tolerance).tolist()
         base["centre"] += [int(h) for h in pg.centre_hits(in_boxes, (s, s), tolerance).tolist()]
@@ -168,7 +188,6 @@ def score_split(
         for b, score in loc.baselines(masks, topk_fraction=topk_fraction, sigma=centre_sigma).items():
             for k, v in score.as_dict().items():
                 base[f"{b}_{k}"] += v.tolist()
-        raw = saliency.explain(model, x, methods, arch=arch, target=tgt.to(device), layers=layers)
         for smoothed in (False, True):
             batch_maps = [raw[m].detach().float().cpu() for m in methods]
             if smoothed:
@@ -196,16 +215,16 @@ def score_split(
                     columns["peak_y"].append(int(peak[j, 1]))
                     columns["hit"].append(int(hit[j]))
                     columns["constant"].append(int(constant[j]))
-                    k = sample_pos.get(image_id)
-                    if k is not None:
-                        sample_maps[smoothed][k, mi] = to_uint8(maps[j].numpy())
-                        sample_peaks[smoothed][k, mi] = peak[j].numpy()
-                        sample_hits[smoothed][k, mi] = float(hit[j])
+                    pos = sample_pos.get(image_id)
+                    if pos is not None:
+                        sample_maps[smoothed][pos, mi] = to_uint8(maps[j].numpy())
+                        sample_peaks[smoothed][pos, mi] = peak[j].numpy()
+                        sample_hits[smoothed][pos, mi] = float(hit[j])
         for j, image_id in enumerate(ids):
-            k = sample_pos.get(image_id)
-            if k is not None:
-                sample_images[k] = split.images[rows[j], 0].numpy()
-                sample_boxes[k] = np.asarray(in_boxes[j], dtype=np.float64).reshape(-1, 4)
+            pos = sample_pos.get(image_id)
+            if pos is not None:
+                sample_images[pos] = split.images[rows[j], 0].numpy()
+                sample_boxes[pos] = np.asarray(in_boxes[j], dtype=np.float64).reshape(-1, 4)
         if progress is not None:
             progress(len(rows))
     frame = pd.DataFrame(columns)
@@ -216,4 +235,4 @@ def score_split(
             raise XiqaError(f"figure sample image(s) {missing} were not scored (they have no box)")
         sample = SampleMaps(list(sample_ids), methods, sample_images, sample_boxes,
                             sample_maps, sample_peaks, sample_hits)
-    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)))
+    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)), skipped)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -123,6 +123,7 @@ def _mmd2_biased(k: np.ndarray, in_a: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class MMDResult:
+    """The maximum mean discrepancy of two samples and its permutation p-value."""
     mmd: float  # sqrt of the biased MMD² (>= 0)
     p_value: float  # permutation p-value of observing an MMD at least this large
     bandwidth: float  # the RBF kernel's sigma (median heuristic on the pooled sample)

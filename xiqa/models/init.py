@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from xiqa.models.zoo import head
+from xiqa.schema import CONDITIONS
 
-CONDITIONS = ("trained", "sr", "fr")
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def _he_(module: nn.Module, generator: torch.Generator) -> list[nn.Parameter]:
+def _he_(module: nn.Module, generator: torch.Generator) -> list[torch.Tensor]:
     """Re-initialise one module's own parameters; returns the parameters it set."""
     done = []
     if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
@@ -84,7 +84,13 @@ def load_imagenet_backbone(model: nn.Module, arch: str, weights: str | Path | No
     prefix = spec(arch).head + "."
     backbone = {k: v for k, v in state.items() if not k.startswith(prefix)}
     missing, unexpected = model.load_state_dict(backbone, strict=False)
-    assert not unexpected and all(k.startswith(prefix) for k in missing), (missing, unexpected)
+    stray = [k for k in missing if not k.startswith(prefix)]
+    if unexpected or stray:  # weights of another architecture, or a renamed layer
+        from xiqa.errors import XiqaError
+
+        raise XiqaError(f"{resolve_imagenet_weights(arch, weights)}: not {arch}'s ImageNet weights: "
+                        f"{len(stray)} backbone parameter(s) missing (e.g. {stray[:3]}), "
+                        f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
     return resolve_imagenet_weights(arch, weights)
 
 
@@ -96,7 +102,7 @@ def initialise(model: nn.Module, arch: str, condition: str, seed: int, *, pretra
     is an explicit ImageNet file or folder (else ``$XIQA_IMAGENET_WEIGHTS`` / torchvision's cache).
     """
     if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+        raise ValueError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
     if condition == "fr":
         return fully_randomise(model, seed)
     if condition == "sr" or pretrained:

@@ -102,7 +102,7 @@ def imagenet_state_dict(arch: str, path: str | Path | None = None) -> dict[str, 
     architecture's parameter names and shapes; see the module docstring for where it looks."""
     import torch
 
-    from xiqa.models.zoo import _constructor, spec
+    from xiqa.models.zoo import constructor, spec
 
     spec(arch)
     file = resolve_imagenet_weights(arch, path)
@@ -116,7 +116,7 @@ def imagenet_state_dict(arch: str, path: str | Path | None = None) -> dict[str, 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise XiqaError(f"{file}: not a state dict of tensors")
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in _constructor(arch)().state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in constructor(arch)().state_dict().items()}
     missing = sorted(set(expected) - set(state))
     bad = sorted(k for k in expected.keys() & state.keys() if tuple(state[k].shape) != expected[k])
     if missing or bad:

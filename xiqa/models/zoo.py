@@ -30,8 +30,8 @@ of ``_avg_pooling``, which runs once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -76,7 +76,7 @@ LAYER_KEYS = ("gradcam", "single", "multi")
 # + BN, the seven MBConv stages (efficientnet-pytorch numbers blocks, not stages), stem.
 _RESNET_CASCADE = (("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1",), ("conv1", "bn1"))
 _EP_STAGES = tuple(tuple(f"_blocks.{i}" for i in range(a, b))
-                   for a, b in zip(_EP_STAGE_STARTS, (*_EP_STAGE_STARTS[1:], 16)))
+                   for a, b in zip(_EP_STAGE_STARTS, (*_EP_STAGE_STARTS[1:], 16), strict=True))
 CASCADES: dict[str, tuple[tuple[str, ...], ...]] = {
     "resnet34": _RESNET_CASCADE,
     "resnet50": _RESNET_CASCADE,
@@ -91,8 +91,10 @@ def cascade(arch: str) -> tuple[tuple[str, ...], ...]:
     return CASCADES[arch]
 
 
-def _constructor(arch: str) -> Callable[[], nn.Module]:
-    if arch in ("resnet34", "resnet50", "efficientnet_b0"):
+def constructor(arch: str) -> Callable[[], nn.Module]:
+    """A function building ``arch`` with its library's own initialisation and 1000-way head (no
+    weights loaded): what :func:`build` starts from and ImageNet weights are checked against."""
+    if spec(arch).library == "torchvision":
         import torchvision.models as tvm
 
         return lambda: getattr(tvm, arch)(weights=None)
@@ -120,13 +122,17 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
 
 def head(model: nn.Module, arch: str) -> nn.Linear:
     """The model's final linear layer."""
-    return get_module(model, spec(arch).head)
+    found = get_module(model, spec(arch).head)
+    if not isinstance(found, nn.Linear):
+        raise XiqaError(f"the head {spec(arch).head!r} of this {arch} is a {type(found).__name__}, "
+                        "not a linear layer")
+    return found
 
 
 def reset_head(model: nn.Module, arch: str, num_classes: int | None = None) -> nn.Linear:
     """Replace (``num_classes`` given) or re-initialise the head: He normal weights, zero bias."""
     path = spec(arch).head
-    old = get_module(model, path)
+    old = head(model, arch)
     new = nn.Linear(old.in_features, num_classes or old.out_features)
     new.to(device=old.weight.device, dtype=old.weight.dtype)
     nn.init.kaiming_normal_(new.weight)  # fan_in, gain sqrt(2): He et al. 2015
@@ -136,21 +142,16 @@ def reset_head(model: nn.Module, arch: str, num_classes: int | None = None) -> n
     return new
 
 
-def build(arch: str, num_classes: int = 2, pretrained: bool = False) -> nn.Module:
+def build(arch: str, num_classes: int = 2) -> nn.Module:
     """A fresh ``arch`` classifier with a He-initialised ``num_classes``-way head, in train mode.
 
-    ``pretrained=True`` loads the ImageNet backbone from :func:`xiqa.models.weights.imagenet_state_dict`
-    (a :class:`XiqaError` when none is available) before the head is replaced. Deterministic
-    under ``torch.manual_seed``.
+    Deterministic under ``torch.manual_seed``; the ImageNet backbone is loaded afterwards by
+    :func:`xiqa.models.init.initialise` (which :mod:`xiqa.models.weights` serves).
     """
     spec(arch)
     if num_classes < 1:
         raise XiqaError(f"num_classes must be at least 1, got {num_classes}")
-    model = _constructor(arch)()
-    if pretrained:
-        from xiqa.models.weights import imagenet_state_dict
-
-        model.load_state_dict(imagenet_state_dict(arch))
+    model = constructor(arch)()
     reset_head(model, arch, num_classes)
     return model
 
@@ -196,6 +197,6 @@ def estimate_bn_statistics(model: nn.Module, batches: Sequence[torch.Tensor]) ->
     with torch.no_grad():
         for batch in batches:
             model(batch)
-    for m, mom in zip(bns, momenta):
+    for m, mom in zip(bns, momenta, strict=True):
         m.momentum = mom
     return model.eval()

@@ -1,22 +1,22 @@
 """``xiqa explain``: one scan through one registered model, for an audit.
 
 Reads the scan (PNG/JPEG/NPY/DICOM, :func:`xiqa.data.images.read_scan`), preprocesses it exactly
-as evaluation does (:func:`xiqa.data.transforms.to_cached` + ``normalise``), predicts, explains
-the predicted class with the requested methods, smooths the maps (as the study's comparisons do;
-optional) and, given boxes in the scan's own pixels, plays the Pointing Game. The overlay is the
+as evaluation does (:func:`xiqa.data.transforms.preprocess`), predicts and explains the predicted
+class with the requested methods in one forward pass, smooths the maps (as the study's
+comparisons do; optional) and, given boxes in the scan's own pixels, plays the Pointing Game. The overlay is the
 same drawing the report's figures use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from xiqa.errors import XiqaError
+from xiqa.schema import SMOOTH_KERNEL, SMOOTH_SIGMA
 
 
 def parse_boxes(text: str | None) -> np.ndarray:
@@ -45,6 +45,7 @@ def parse_boxes(text: str | None) -> np.ndarray:
 
 @dataclass
 class MethodVerdict:
+    """One method's map of the audited scan: its peak and, given boxes, hit or miss."""
     method: str
     peak: tuple[int, int]  # (x, y) in input pixels
     peak_original: tuple[int, int]  # (x, y) in the scan's pixels (centre of the input pixel)
@@ -54,6 +55,7 @@ class MethodVerdict:
 
 @dataclass
 class AuditResult:
+    """The prediction for one audited scan and every method's verdict."""
     predicted: int
     probability: float  # of the predicted class
     probability_positive: float  # of class 1, the quality problem
@@ -63,6 +65,7 @@ class AuditResult:
     verdicts: list[MethodVerdict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        """The result as the lines ``xiqa explain`` prints."""
         verdict = "problem present" if self.predicted == 1 else "no problem"
         out = [f"prediction: class {self.predicted} ({verdict}), probability {self.probability:.3f} "
                f"(class 1: {self.probability_positive:.3f})"]
@@ -76,24 +79,26 @@ class AuditResult:
 
 def audit_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size: int,
                boxes: np.ndarray | None = None, methods: Sequence[str] | None = None, *,
-               tolerance: float, smooth: bool = True, layers=None):
-    """Predict and explain one 2-D scan; ``tolerance`` is τ in input pixels. Returns
-    ``(AuditResult, maps {method: [S, S]}, uint8 input [S, S], boxes in input pixels [B, 4])``."""
+               tolerance: float, smooth: bool = True, layers: Mapping[str, Sequence[str]] | None = None,
+               smooth_sigma: float = SMOOTH_SIGMA, smooth_kernel: int = SMOOTH_KERNEL,
+               ) -> tuple[AuditResult, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Predict and explain one 2-D scan; ``tolerance`` is τ in input pixels, ``smooth_sigma`` and
+    ``smooth_kernel`` (input pixels) the smoothing (``evaluate.smooth_*`` in params.yaml). Returns
+    ``(AuditResult, maps {method: float32 [S, S]}, uint8 input [S, S], boxes in input pixels
+    float64 [B, 4])``."""
     from xiqa import saliency
-    from xiqa.data.transforms import normalise, to_cached
+    from xiqa.data.transforms import preprocess
     from xiqa.evaluation import pointing_game as pg
 
     methods = list(saliency.check_methods(methods))
     h, w = gray.shape
-    cached = to_cached(gray, image_size)  # uint8 [1, S, S]
+    cached, inputs = preprocess(gray, image_size)  # uint8 [1, S, S], float32 [3, S, S]
     model.eval()
     device = next(model.parameters()).device  # explain on the model's device, score on the CPU
-    x = normalise(cached)[None].to(device)
-    with torch.no_grad():
-        probs = torch.softmax(model(x).float(), dim=1)[0].cpu()
-    predicted = int(probs.argmax())
-    maps = saliency.explain(model, x, methods, arch=arch, target=torch.tensor([predicted], device=device),
-                            layers=layers)
+    info: dict[str, torch.Tensor] = {}
+    maps = saliency.explain(model, inputs[None].to(device), methods, arch=arch, layers=layers, info=info)
+    probs = torch.softmax(info["logits"].float(), dim=1)[0].cpu()
+    predicted = int(info["target"][0])  # the arg-max class, the one explained
     maps = {m: v.detach().float().cpu() for m, v in maps.items()}
     boxes = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     in_boxes = pg.scale_boxes(torch.as_tensor(boxes), (w, h), (image_size, image_size)) if len(boxes) else \
@@ -104,7 +109,7 @@ def audit_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size: 
     for m in methods:
         mp = maps[m].detach().float()
         if smooth:
-            mp = saliency.smooth(mp)
+            mp = saliency.smooth(mp, smooth_sigma, smooth_kernel)
         out_maps[m] = mp[0].numpy()
         peak = pg.peaks(mp)[0].tolist()
         hit = None

@@ -8,17 +8,17 @@ Never touches a model: every number comes from what the aggregate and study runs
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
+from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.io import write_text
-from xiqa import schema as S
 from xiqa.report import tables as T
 
-FORMATS = ("md", "csv", "latex", "html")
+FORMATS = S.REPORT_FORMATS
 
 
 def _study_experiment_id(root: Path) -> str:
@@ -89,7 +89,8 @@ def _caption(path: Path) -> str:
             }.get(layout, layout)
     if layout == "sanity":
         return f"{S.DATASET_LABELS.get(ds, ds)}: {what}."
-    return f"{S.DATASET_LABELS.get(ds, ds)}: {what}. Red: ground-truth boxes; cross: the map's peak (white hit, black miss)."
+    return (f"{S.DATASET_LABELS.get(ds, ds)}: {what}. "
+            "Red: ground-truth boxes; cross: the map's peak (white hit, black miss).")
 
 
 def export_report(root: Path, out: Path, formats: Iterable[str] = FORMATS, study: str | None = None) -> list[Path]:

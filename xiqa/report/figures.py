@@ -20,22 +20,21 @@ Pointing Game used, stored in full precision).
 
 from __future__ import annotations
 
-import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-from xiqa.errors import XiqaError  # noqa: E402
-from xiqa.io import atomic_path  # noqa: E402
-from xiqa import schema as S  # noqa: E402
-from xiqa.evaluation.samples import SampleMaps, to_uint8  # noqa: E402,F401  (re-exported)
+from xiqa import schema as S
+from xiqa.errors import XiqaError
+from xiqa.evaluation.samples import SampleMaps, to_uint8  # noqa: F401  (re-exported)
+from xiqa.io import atomic_path
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -109,13 +108,6 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path
-
-
-def figure_png_bytes(fig, dpi: int = 110) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- layouts

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
+from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.io import write_text
-from xiqa import schema as S
 
 FORMAT_SUFFIX = {"md": ".md", "csv": ".csv", "latex": ".tex", "html": ".html"}
 STD_NOTE = "mean ± std over seeds (std: sample standard deviation, ddof = 1); [95 % bootstrap CI over test images]"
@@ -39,12 +39,14 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None
-    note: str | None = None
+    note: str | None = None  # whole, as the CSV carries it
+    short_note: str | None = None  # what md / LaTeX / HTML show instead of a long note
     digits: int | None = None  # display digits when not the table's default
 
     def text(self, digits: int = 3) -> str:
+        """The cell as displayed: ``mean ± std`` (or the note) with ``digits`` decimals."""
         if self.mean is None:
-            return self.note or "–"
+            return self.short_note or self.note or "–"
         digits = self.digits or digits
         out = f"{self.mean:.{digits}f}"
         if self.std is not None:
@@ -58,15 +60,19 @@ class Cell:
 
 @dataclass
 class Table:
+    """One report table: an id, a title, rows of cells by column, notes; exported to every format."""
+
     key: str  # file stem, e.g. "table4-objectcxr"
     title: str
-    row_header: str
-    rows: list[str]
+    row_header: str  # "method" or "model": the CSV's id column
+    rows: list[str]  # display labels
     columns: list[str]
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)  # row label -> stable id (as in the metric keys)
 
     def cell(self, row: str, column: str) -> Cell:
+        """The cell at ``row`` × ``column`` (an empty cell when absent)."""
         return self.cells.get((row, column), Cell())
 
     def text_frame(self) -> pd.DataFrame:
@@ -75,21 +81,28 @@ class Table:
         return pd.DataFrame(data, index=pd.Index(self.rows, name=self.row_header))
 
     def numeric_frame(self) -> pd.DataFrame:
-        """Machine-readable: ``<column> mean``, ``<column> std`` (and CI, p, note when present)."""
-        data: dict[str, list] = {}
+        """Machine-readable: indexed by the row's stable id (``row_header``: a method name as in
+        the metric keys ``pg_mean/<method>``, ``baseline_<b>``, ``tau_px``; or ``<ds>-<arch>``),
+        then ``label`` (the display label), then per column ``<column> mean``, ``<column> std``
+        and, when present, ``ci_low``, ``ci_high``, ``p`` (the statistics' names in the metric
+        keys) and ``note`` (whole, never cut)."""
+        data: dict[str, list] = {"label": list(self.rows)}
         for c in self.columns:
             cells = [self.cell(r, c) for r in self.rows]
             data[f"{c} mean"] = [x.mean for x in cells]
             if any(x.std is not None for x in cells) or any(x.mean is not None for x in cells):
                 data[f"{c} std"] = [x.std for x in cells]
             if any(x.ci_low is not None for x in cells):
-                data[f"{c} ci95 low"] = [x.ci_low for x in cells]
-                data[f"{c} ci95 high"] = [x.ci_high for x in cells]
+                data[f"{c} ci_low"] = [x.ci_low for x in cells]
+                data[f"{c} ci_high"] = [x.ci_high for x in cells]
             if any(x.p_value is not None for x in cells):
                 data[f"{c} p"] = [x.p_value for x in cells]
             if any(x.note for x in cells):
                 data[f"{c} note"] = [x.note or "" for x in cells]
-        return pd.DataFrame(data, index=pd.Index(self.rows, name=self.row_header))
+        missing = [r for r in self.rows if r not in self.ids]
+        if missing:  # a bug in a table builder, not a user error
+            raise ValueError(f"{self.key}: rows without an id: {missing}")
+        return pd.DataFrame(data, index=pd.Index([self.ids[r] for r in self.rows], name=self.row_header))
 
 
 # --------------------------------------------------------------------------- reading runs
@@ -122,7 +135,8 @@ class StudyRuns:
     methods: list[str]
 
     @classmethod
-    def from_frame(cls, runs: pd.DataFrame) -> "StudyRuns":
+    def from_frame(cls, runs: pd.DataFrame) -> StudyRuns:
+        """Index a study's runs (``mlflow.search_runs`` frame): aggregates and study runs."""
         if runs.empty:
             raise XiqaError("the tracking store holds no aggregate runs for this study: run `dvc repro` first")
         kinds = runs.get(f"tags.{S.KIND}")
@@ -149,6 +163,7 @@ class StudyRuns:
         return cls(aggregates, studies, datasets, archs, methods or list(S.METHODS))
 
     def pg_cell(self, ds: str, arch: str, cond: str, method: str, smoothed: bool = True) -> Cell:
+        """The Pointing Game cell of ``method`` for one model (mean ± std over seeds, bootstrap CI)."""
         row, note = self._logged(ds, arch, cond)
         if row is None:
             return note or Cell()
@@ -165,7 +180,8 @@ class StudyRuns:
         if row is None:
             return None, Cell(note="not in the grid")
         if _tag(row, S.STATUS) == "skipped":
-            return None, Cell(note=f"skipped: {short_reason(_tag(row, S.REASON, 'no reason logged'))}")
+            reason = _tag(row, S.REASON, "no reason logged")
+            return None, Cell(note=f"skipped: {reason}", short_note=f"skipped: {short_reason(reason)}")
         return row, None
 
     def baseline_cell(self, ds: str, arch: str, cond: str, baseline: str) -> Cell:
@@ -204,6 +220,7 @@ class StudyRuns:
                     ci_high=_num(row, S.loc_agg_baseline_metric(metric, "ci_high", baseline)))
 
     def tau_cell(self, ds: str, arch: str, cond: str) -> Cell:
+        """The τ (input pixels) the model's evaluations used."""
         row, note = self._logged(ds, arch, cond)
         if row is None:
             return note or Cell()
@@ -222,9 +239,19 @@ class StudyRuns:
             return f"Pointing Game τ on {_ds_label(ds)}: {tau:g} input pixels{how}; a hit is a peak at distance < τ."
         return f"Pointing Game τ on {_ds_label(ds)}: not logged (rerun the evaluate and report stages)."
 
+    def smoothing_note(self) -> str:
+        """The Gaussian smoothing the aggregates were evaluated with (their logged parameters)."""
+        for row in self.aggregates.values():
+            sigma, kernel = row.get("params.smooth_sigma"), row.get("params.smooth_kernel")
+            if isinstance(sigma, str) and isinstance(kernel, str) and sigma and kernel:
+                k = int(float(kernel))
+                return f"Smoothing: Gaussian σ = {float(sigma):g}, {k}×{k} kernel, reflect padding."
+        return "Smoothing: Gaussian, reflect padding (σ and kernel not logged: rerun the report stage)."
+
 
 def short_reason(reason: str, limit: int = 60) -> str:
-    """The first clause of a skip reason (the table note carries the whole sentence)."""
+    """The first clause of a skip reason, for the displayed tables (the table note and the CSV
+    carry the whole sentence)."""
     head = reason.split(":")[0].strip()
     return head if len(head) <= limit else head[: limit - 1] + "…"
 
@@ -250,6 +277,12 @@ def _method_rows(study: StudyRuns) -> tuple[list[str], dict[str, str]]:
     return [labels[m] for m in study.methods], labels
 
 
+def _method_ids(t: Table, study: StudyRuns) -> Table:
+    """``t`` with its method rows' ids: the method names of the metric keys."""
+    t.ids.update({S.method_label(m): m for m in study.methods})
+    return t
+
+
 BASELINE_NOTE = ("No-information baselines: chance (uniform peak) = the exact expected accuracy of a peak drawn "
                  "uniformly over the input pixels; centre peak = the accuracy of a peak at the centre pixel "
                  "((W − 1) // 2, (H − 1) // 2). They depend only on the test boxes and τ, not on the model, "
@@ -261,6 +294,7 @@ def _add_baselines_and_tau(t: Table, study: StudyRuns, columns: list[tuple[str, 
     columns ``(column, dataset, arch, condition)``, and the notes that explain them."""
     rows = [S.BASELINE_LABELS[b] for b in S.BASELINES] + [S.TAU_LABEL]
     t.rows += rows
+    t.ids |= {S.BASELINE_LABELS[b]: f"baseline_{b}" for b in S.BASELINES} | {S.TAU_LABEL: S.TAU}
     for col, ds, arch, cond in columns:
         for b in S.BASELINES:
             t.cells[(S.BASELINE_LABELS[b], col)] = study.baseline_cell(ds, arch, cond, b)
@@ -277,8 +311,8 @@ ARCHITECTURE_TABLE = {"lvot": 5, "objectcxr": 6}
 def smoothing_table(study: StudyRuns) -> Table:
     """Table 2: trained models' Pointing Game accuracy with smoothing off and on."""
     rows, labels = _method_rows(study)
-    t = Table("table2", "Table 2 — Pointing Game accuracy of the trained models, smoothing off / on",
-              "method", rows, [], notes=[STD_NOTE, "Smoothing: Gaussian σ = 1.0, 11×11 kernel, reflect padding."])
+    t = _method_ids(Table("table2", "Table 2 — Pointing Game accuracy of the trained models, smoothing off / on",
+              "method", rows, [], notes=[STD_NOTE, study.smoothing_note()]), study)
     spec = []
     for ds in study.datasets:
         for arch in study.archs[ds]:
@@ -296,8 +330,9 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
     """Tables 3 (LVOT) and 4 (Object-CXR): SR / FR / trained, mean ± std over seeds."""
     rows, labels = _method_rows(study)
     n = RANDOMISATION_TABLE.get(ds, 3)
-    t = Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy on {_ds_label(ds)}: semi-randomised (SR), "
-              "fully randomised (FR) and trained models", "method", rows, [], notes=[STD_NOTE, "Smoothed maps."])
+    t = _method_ids(Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy on {_ds_label(ds)}: semi-randomised "
+                          "(SR), fully randomised (FR) and trained models", "method", rows, [],
+                          notes=[STD_NOTE, "Smoothed maps."]), study)
     archs = study.archs[ds]
     spec = []
     for arch in archs:
@@ -312,15 +347,17 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
     return t
 
 
+DOM_NOTE = ("DoM = |mean(A) − mean(B)| over per-seed accuracies (the linear-kernel MMD); MMD: RBF kernel on "
+            "the same per-seed accuracies, median-heuristic bandwidth, permutation p-value.")
+
+
 def architecture_table(study: StudyRuns, ds: str) -> Table:
     """Tables 5 (LVOT) and 6 (Object-CXR): trained means per architecture, DoM and RBF-MMD."""
     rows, labels = _method_rows(study)
     n = ARCHITECTURE_TABLE.get(ds, 5)
-    t = Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy of trained models on {_ds_label(ds)} "
-              "per architecture, and their Difference of Means (DoM)", "method", rows, [],
-              notes=[STD_NOTE, "DoM = |mean(A) − mean(B)| over per-seed accuracies (the linear-kernel MMD); "
-                     "MMD: RBF kernel on the same per-seed accuracies, median-heuristic bandwidth, "
-                     "permutation p-value."])
+    t = _method_ids(Table(f"table{n}-{ds}", f"Table {n} — Pointing Game accuracy of trained models on "
+                          f"{_ds_label(ds)} per architecture, and their Difference of Means (DoM)", "method", rows, [],
+                          notes=[STD_NOTE, DOM_NOTE]), study)
     archs = study.archs[ds]
     for arch in archs:
         col = _arch_label(arch)
@@ -359,25 +396,28 @@ LOCALISATION_NOTE = (
 LOC_BASELINE_NOTE = ("No-information baselines: uniform map = a constant map, its ties broken by expectation "
                      "(mass = rank = top-k = box area / image area up to the top-k cap, AUC = 0.5); centre "
                      "Gaussian map = a Gaussian at the image centre with σ = a fixed fraction of the side. They "
-                     "depend only on the boxes, not on the model: no std over seeds; [95 % bootstrap CI over test images].")
+                     "depend only on the boxes, not on the model: no std over seeds; "
+                     "[95 % bootstrap CI over test images].")
 
 
 def localisation_table(study: StudyRuns, ds: str) -> Table:
     """Table 8 (one per dataset): mass, rank, AUC and top-k per method, architecture and
     condition, mean ± std over seeds [bootstrap CI], with the uniform and centre-Gaussian maps."""
     rows, labels = _method_rows(study)
-    t = Table(f"table8-{ds}", f"Table 8 — localisation beyond the Pointing Game on {_ds_label(ds)}: "
-              "relevance mass, relevance rank, AUC and top-k intersection", "method", rows, [],
-              notes=[STD_NOTE, LOCALISATION_NOTE, LOC_BASELINE_NOTE])
+    t = _method_ids(Table(f"table8-{ds}", f"Table 8 — localisation beyond the Pointing Game on {_ds_label(ds)}: "
+                          "relevance mass, relevance rank, AUC and top-k intersection", "method", rows, [],
+                          notes=[STD_NOTE, LOCALISATION_NOTE, LOC_BASELINE_NOTE]), study)
     archs = study.archs[ds]
     base_rows = [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
     t.rows += base_rows
+    t.ids |= {S.LOC_BASELINE_LABELS[b]: f"baseline_{b}" for b in S.LOC_BASELINES}
     for arch in archs:
         for cond in S.CONDITIONS:
             if study._logged(ds, arch, cond)[0] is None:
                 continue  # skipped or not in the grid: four columns of the same note say nothing (see notes)
             for k in S.LOC_METRICS:
-                head = S.CONDITION_LABELS[cond] if len(archs) == 1 else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}"
+                head = (S.CONDITION_LABELS[cond] if len(archs) == 1
+                        else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}")
                 col = f"{head} · {S.LOC_METRIC_LABELS[k]}"
                 t.columns.append(col)
                 for m in study.methods:
@@ -405,9 +445,9 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
     std over the trained seeds; a note lists, from these numbers, the methods whose mean
     Spearman stays above :data:`xiqa.schema.MPRT_PASS_THRESHOLD` (they fail the MPRT)."""
     rows, labels = _method_rows(study)
-    t = Table(f"table9-{ds}", f"Table 9 — sanity checks on {_ds_label(ds)}: similarity to the trained maps after "
-              "full randomisation (MPRT) and between the two classes' maps (random logit)", "method", rows, [],
-              notes=list(SANITY_NOTES))
+    t = _method_ids(Table(f"table9-{ds}", f"Table 9 — sanity checks on {_ds_label(ds)}: similarity to the trained "
+                          "maps after full randomisation (MPRT) and between the two classes' maps (random logit)",
+                          "method", rows, [], notes=list(SANITY_NOTES)), study)
     fails: dict[str, list[str]] = {}
     logged = False
     for arch in study.archs[ds]:
@@ -446,6 +486,7 @@ def classification_table(study: StudyRuns) -> Table:
         for arch in study.archs[ds]:
             row_label = f"{_ds_label(ds)} {_arch_label(arch)}"
             t.rows.append(row_label)
+            t.ids[row_label] = f"{ds}-{arch}"
             row = study.aggregates.get((ds, arch, "trained"))
             for col, name in (("Accuracy", "test_accuracy"), ("AUC", "test_auc")):
                 mean = None if row is None else _num(row, f"{name}_mean")
@@ -469,6 +510,7 @@ def build_tables(runs: pd.DataFrame) -> list[Table]:
 
 # --------------------------------------------------------------------------- rendering
 def to_markdown(t: Table) -> str:
+    """``t`` as a Markdown table with its title and notes."""
     frame = t.text_frame()
     head = [t.row_header, *t.columns]
     lines = [f"### {t.title}", "", "| " + " | ".join(head) + " |",
@@ -481,6 +523,7 @@ def to_markdown(t: Table) -> str:
 
 
 def to_csv(t: Table) -> str:
+    """``t`` as CSV for machines: the row id, its label, then every statistic, nothing cut."""
     return t.numeric_frame().to_csv()
 
 
@@ -491,10 +534,12 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped and Unicode symbols as math."""
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
 
 
 def to_latex(t: Table) -> str:
+    """``t`` as a LaTeX ``tabular`` with its caption and notes."""
     frame = t.text_frame()
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(t.title)}}}",
              rf"\label{{tab:{t.key}}}", r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\hline",
@@ -547,7 +592,8 @@ def html_page(title: str, tables: Iterable[Table], figures: Iterable[tuple[str, 
     if figures:
         parts.append("<h2>Figures</h2>")
         for caption, src in figures:
-            parts.append(f'<figure><img src="{e(src)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>')
+            parts.append(f'<figure><img src="{e(src)}" alt="{e(caption)}">'
+                         f'<figcaption>{e(caption)}</figcaption></figure>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

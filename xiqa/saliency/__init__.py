@@ -10,7 +10,7 @@ reduces them with the pure functions of :mod:`xiqa.saliency.methods`.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,12 +19,11 @@ from xiqa.errors import XiqaError
 from xiqa.models import zoo
 from xiqa.saliency import methods as M
 from xiqa.saliency.capture import Captured, capture
-from xiqa.saliency.smoothing import KERNEL, SIGMA, smooth
+from xiqa.saliency.smoothing import smooth
 from xiqa.saliency.smoothing import smooth as smooth_maps  # `smooth` is also explain's flag
+from xiqa.schema import METHODS, SMOOTH_KERNEL, SMOOTH_SIGMA
 
 VIL_NAMES = tuple(M.VILS)
-METHODS = ("gradcam", "guided_gradcam", "guided_backprop", "input_x_gradient",
-           *(f"normgrad_{v}_single" for v in VIL_NAMES), *(f"normgrad_{v}_multi" for v in VIL_NAMES))
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
 CAM_METHODS = ("gradcam", "guided_gradcam")
 
@@ -47,7 +46,7 @@ def check_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
 
 def explain(model: nn.Module, images: Tensor, methods: Sequence[str] | None = None, *, arch: str,
             target: Tensor | None = None, layers: Mapping[str, Sequence[str]] | None = None,
-            smooth: bool = False, smooth_sigma: float = SIGMA, smooth_kernel: int = KERNEL,
+            smooth: bool = False, smooth_sigma: float = SMOOTH_SIGMA, smooth_kernel: int = SMOOTH_KERNEL,
             info: dict | None = None) -> dict[str, Tensor]:
     """Saliency maps of ``images`` for ``methods`` (default all of :data:`METHODS`).
 
@@ -55,12 +54,15 @@ def explain(model: nn.Module, images: Tensor, methods: Sequence[str] | None = No
         model: an ``arch`` classifier returning logits [N, K]; put it in eval mode first (in train
             mode BatchNorm mixes the images of a batch). It is left exactly as it was.
         images: normalised float batch [N, 3, H, W] on the model's device.
+        methods: names of :data:`METHODS`; ``None``: all ten.
         arch: a name of :data:`xiqa.models.ARCHS`, choosing the layer presets.
         target: long [N], the class each image is explained for; ``None``: its predicted class.
         layers: overrides of the presets, ``{"gradcam": [..], "single": [..], "multi": [..]}``
             (any subset of keys, e.g. ``EvaluateParams.layers[arch]``).
         smooth: blur each final map with a ``smooth_kernel``² Gaussian of σ ``smooth_sigma``
             (reflect padding) and normalise again.
+        smooth_sigma: the Gaussian's σ in input pixels (default: the paper's, as in params).
+        smooth_kernel: the kernel's side in input pixels (default: the paper's, as in params).
         info: if given, filled with ``logits`` [N, K], ``target`` [N] and, per multi-layer NormGrad
             method, ``skipped_layers/<method>`` long [N] (layers skipped as constant).
 
@@ -122,7 +124,7 @@ def explain(model: nn.Module, images: Tensor, methods: Sequence[str] | None = No
             out[f"normgrad_{v}_multi"] = product[:, i]
             if info is not None:
                 info[f"skipped_layers/normgrad_{v}_multi"] = skipped[:, i]
-    if single_vils:
+    if single_layer is not None:  # some single-layer VIL was asked for
         if not single:
             single = layer_maps(single_layer, single_vils)
         for v in single_vils:

@@ -35,8 +35,9 @@ overwritten by the next activation, are restored, and no parameter's ``.grad`` o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -56,12 +57,12 @@ class _ReluGate(torch.autograd.Function):
     masks it with 1[x > 0] (x > 0 exactly where the output is > 0)."""
 
     @staticmethod
-    def forward(ctx, out: Tensor, mode: _Mode) -> Tensor:  # type: ignore[override]
+    def forward(ctx, out: Tensor, mode: _Mode) -> Tensor:
         ctx.mode = mode
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         return (grad.clamp(min=0) if ctx.mode.guided else grad), None
 
 
@@ -70,13 +71,13 @@ class _SiluGate(torch.autograd.Function):
     Guided: ``max(g, 0) * max(silu'(x), 0)`` goes straight to the SiLU's input."""
 
     @staticmethod
-    def forward(ctx, inp: Tensor, out: Tensor, mode: _Mode) -> Tensor:  # type: ignore[override]
+    def forward(ctx, inp: Tensor, out: Tensor, mode: _Mode) -> Tensor:
         ctx.mode = mode
         ctx.save_for_backward(inp)
         return out.view_as(out)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         if not ctx.mode.guided:
             return None, grad, None
         (x,) = ctx.saved_tensors
@@ -84,15 +85,12 @@ class _SiluGate(torch.autograd.Function):
         return torch.ops.aten.silu_backward(grad.clamp(min=0), x).clamp_(min=0), None, None
 
 
-def guided_silu_slope(x: Tensor) -> Tensor:
-    """``max(silu'(x), 0)``: the local factor of the guided SiLU rule (exported for references)."""
-    s = torch.sigmoid(x)
-    return (s * (1 + x * (1 - s))).clamp(min=0)
+_Kinds = tuple[type[nn.Module], ...]
 
 
-def _activation_kinds() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+def _activation_kinds() -> tuple[_Kinds, _Kinds, _Kinds]:
     """(ReLU-like, SiLU-like, without a guided rule) activation module types."""
-    silu: tuple[type, ...] = (nn.SiLU,)
+    silu: _Kinds = (nn.SiLU,)
     try:
         from efficientnet_pytorch.utils import MemoryEfficientSwish, Swish
 
@@ -154,25 +152,27 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
     acts: dict[str, Tensor] = {}
     calls: dict[str, int] = dict.fromkeys(layers, 0)
     gates = [0]
-    inplace_flags = [(m, m.inplace) for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)]
+    # nn.Module types its attributes as Tensor | Module; ``inplace`` is a plain bool
+    switchable: list[Any] = [m for m in model.modules() if isinstance(getattr(m, "inplace", None), bool)]
+    inplace_flags = [(mod, bool(mod.inplace)) for mod in switchable]
 
-    def relu_hook(module, args, out):
+    def relu_hook(_module, _args, out):
         gates[0] += 1
         return _ReluGate.apply(out, mode)
 
-    def silu_hook(module, args, out):
+    def silu_hook(_module, args, out):
         gates[0] += 1
         return _SiluGate.apply(args[0], out, mode)
 
     def keeper(name: str, on_input: bool):
-        def keep(module, args, out=None):
+        def keep(_module, args, out=None):
             calls[name] += 1
             acts[name] = args[0] if on_input else out
         return keep
 
     try:
-        for m, _ in inplace_flags:
-            m.inplace = False  # a kept tensor must not be overwritten by the next in-place op
+        for mod, _ in inplace_flags:
+            mod.inplace = False  # a kept tensor must not be overwritten by the next in-place op
         if guided:
             for name, m in model.named_modules():
                 if isinstance(m, unsupported):
@@ -212,7 +212,7 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
                 grads = torch.autograd.grad(score, wanted, retain_graph=guided, allow_unused=True)
                 if input_grad:
                     out.input_grad, grads = grads[0], grads[1:]
-                for name, g in zip(layers, grads):
+                for name, g in zip(layers, grads, strict=True):
                     if g is None:
                         raise XiqaError(f"layer {name!r} does not lead to the model's logits")
                     out.activations[name] = acts[name].detach()
@@ -224,5 +224,5 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
     finally:
         for h in handles:
             h.remove()
-        for m, flag in inplace_flags:
-            m.inplace = flag
+        for mod, flag in inplace_flags:
+            mod.inplace = flag

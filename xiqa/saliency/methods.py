@@ -7,7 +7,7 @@ Nothing here runs the model; :mod:`xiqa.saliency.capture` does that once for all
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +64,12 @@ def abs_channel_sum(t: Tensor) -> Tensor:
 
 
 def guided_backprop(guided_input_grad: Tensor) -> Tensor:
+    """Guided Backprop: ``|guided ∇x|`` summed over channels, [N, 3, H, W] → [N, H, W]."""
     return abs_channel_sum(guided_input_grad)
 
 
 def input_x_gradient(inputs: Tensor, input_grad: Tensor) -> Tensor:
+    """Input × Gradient: ``|x · ∇x|`` summed over channels, [N, 3, H, W] → [N, H, W]."""
     return abs_channel_sum(inputs * input_grad)
 
 
@@ -135,7 +137,7 @@ def combine_layers(maps: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
     Skipping, rather than multiplying by an all-zero map, keeps a constant layer from erasing the
     evidence of every other layer (the paper's code reset the product instead; DEVIATIONS)."""
     product: Tensor | None = None
-    skipped: Tensor | None = None
+    skipped = torch.zeros(0, dtype=torch.long)
     for m in maps:  # an iterable, so that callers can stream layers without holding them all
         if product is None:
             product = torch.ones_like(m)

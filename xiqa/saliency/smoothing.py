@@ -1,4 +1,5 @@
-"""Gaussian smoothing of final maps (paper Table 2): σ = 1.0, 11×11 kernel, reflect padding."""
+"""Gaussian smoothing of final maps (paper Table 2: σ = 1.0, 11×11 kernel, the defaults
+:data:`xiqa.schema.SMOOTH_SIGMA` and :data:`xiqa.schema.SMOOTH_KERNEL`), reflect padding."""
 
 from __future__ import annotations
 
@@ -6,12 +7,10 @@ from torch import Tensor
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from xiqa.saliency.methods import normalise
-
-SIGMA = 1.0
-KERNEL = 11
+from xiqa.schema import SMOOTH_KERNEL, SMOOTH_SIGMA
 
 
-def smooth(maps: Tensor, sigma: float = SIGMA, kernel_size: int = KERNEL) -> Tensor:
+def smooth(maps: Tensor, sigma: float = SMOOTH_SIGMA, kernel_size: int = SMOOTH_KERNEL) -> Tensor:
     """Blur each map of ``maps`` [N, H, W] and min-max normalise it again to [0, 1].
 
     Uses torchvision's ``gaussian_blur``, which pads by reflection (``torch.nn.functional.pad``

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from xiqa.data.transforms import augment, normalise
 from xiqa.errors import XiqaError
 from xiqa.params import Recipe
 from xiqa.training.metrics import accuracy, roc_auc
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def stream_seed(seed: int, stream: int) -> int:
 
 
 def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe, *, seed: int,
-          device: str = "cpu", on_epoch: Callable[[EpochLog], None] | None = None,
+          device: str = "cpu", on_epoch: Callable[[EpochLog], object] | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``model`` in place with ``recipe`` and leave it holding the kept epoch's weights,
     in eval mode on ``device``. ``on_epoch`` receives each :class:`EpochLog` as it ends.
@@ -206,7 +210,8 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                 result.best_epoch, result.val_accuracy, result.val_auc = epoch, val.accuracy, val.auc
             if on_epoch is not None:
                 on_epoch(log)
-    assert best_state is not None
+    if best_state is None:  # params validation keeps epochs >= 1; a direct caller may not
+        raise ValueError(f"train: recipe.epochs is {recipe.epochs}, so no epoch ran and there is no model to keep")
     model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)  # what registry, saliency and tests expect
     model.eval()
@@ -236,10 +241,10 @@ class _EpochBar:
 
     def __init__(self, epochs: int, steps: int, enabled: bool) -> None:
         self.epochs, self.steps, self.enabled = epochs, steps, enabled
-        self.progress = None
-        self.task = None
+        self.progress: Progress | None = None
+        self.task: Any = None  # rich TaskID of the current epoch
 
-    def __enter__(self) -> "_EpochBar":
+    def __enter__(self) -> _EpochBar:
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -251,7 +256,7 @@ class _EpochBar:
             self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.progress is not None:
             self.progress.__exit__(*exc)
 

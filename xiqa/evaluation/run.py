@@ -1,0 +1,208 @@
+"""The ``evaluate`` stage's work for one grid cell: every model version → saliency maps → Pointing Game.
+
+:func:`evaluate_cell` evaluates every condition × seed of one dataset × arch in one process
+(the test split is decoded once and torch / MLflow imported once, instead of once per version).
+For each version it reads ``models/<ds>-<arch>/<cond>/s<seed>.json``, loads the registered
+model, scores the test split (:func:`xiqa.evaluation.scoring.score_split`) at τ in input pixels
+(:meth:`xiqa.params.EvaluateParams.tau_px`), logs an evaluation run (experiment ``xiqa-<ds>``,
+tagged with the model version it scored) and writes ``eval/<ds>-<arch>/<cond>-s<seed>.json``.
+
+:func:`each_version` is the loop over model pointers that this stage and ``sanity``
+(:mod:`xiqa.evaluation.sanity_run`) share: a skipped model (SR without ImageNet weights) is
+passed through as ``{status: skipped, reason}`` without a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from xiqa import paths
+from xiqa import schema as S
+from xiqa.errors import XiqaError
+from xiqa.io import read_pointer, write_json
+from xiqa.params import Params
+
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["EvaluationCell", "each_version", "evaluate_cell", "load_pointer_model"]
+
+log = logging.getLogger(__name__)
+Cell = TypeVar("Cell")
+
+
+def each_version(root: Path, dataset: str, arch: str, versions: Iterable[tuple[str, int]],
+                 out_path: Callable[[str, int], Path], open_cell: Callable[[], Cell],
+                 echo: Callable[[str], None]) -> Iterator[tuple[Cell, dict, str, int, Path]]:
+    """``(cell, pointer, condition, seed, out)`` for every ``(condition, seed)`` in ``versions``
+    whose model is not skipped.
+
+    Every model pointer is read first, so a missing one fails before any work. A skipped model
+    is passed through: ``{status: skipped, reason}`` is written at ``out_path(condition, seed)``
+    and one line echoed. ``open_cell()`` (what the versions share: the test split, the store) is
+    called once, when the first model that is not skipped comes."""
+    pointers = {(c, s): read_pointer(paths.model_pointer(root, dataset, arch, c, s)) for c, s in versions}
+    cell: Cell | None = None
+    for (condition, seed), pointer in pointers.items():
+        out = out_path(condition, seed)
+        if pointer.get("status") == "skipped":
+            reason = pointer.get("reason", "no reason given")
+            write_json(out, {"status": "skipped", "reason": reason})
+            echo(f"{dataset}-{arch} {condition}-s{seed}: skipped ({reason})")
+            continue
+        if cell is None:
+            cell = open_cell()
+        yield cell, pointer, condition, seed, out
+
+
+def load_pointer_model(pointer: dict, device: str) -> nn.Module:
+    """The registered model a pointer names, on ``device``; one that cannot be loaded is a
+    :class:`XiqaError` naming the URI and what failed."""
+    import pickle
+
+    from mlflow.exceptions import MlflowException
+
+    from xiqa.tracking import registry
+
+    try:
+        return registry.load_model(pointer["model_uri"], device)
+    # the store lost the model or cannot be reached (MlflowException, OSError), its files are
+    # corrupt (UnpicklingError, RuntimeError), or it was pickled by other code (ImportError)
+    except (MlflowException, OSError, RuntimeError, ImportError, pickle.UnpicklingError) as err:
+        raise XiqaError(f"{pointer['model_uri']}: cannot load the model ({type(err).__name__}: {err})") from None
+
+
+def evaluate_cell(root: Path, params: Params, dataset: str, arch: str, conditions: list[str] | None = None,
+                  seeds: list[int] | None = None, echo: Callable[[str], None] = print) -> list[dict]:
+    """Evaluate every ``condition`` × ``seed`` (default: trained + ``grid.randomised`` × ``grid.seeds``)
+    of the grid cell ``dataset`` × ``arch``; returns the pointers written (skipped ones excluded)."""
+    conditions = list(conditions or ["trained", *params.grid.randomised])
+    seeds = list(seeds or params.grid.seeds)
+    bad = [c for c in conditions if c not in S.CONDITIONS]
+    if bad:
+        raise XiqaError(f"--condition: unknown condition(s) {', '.join(bad)} (use {', '.join(S.CONDITIONS)})")
+    written = []
+    for cell, pointer, condition, seed, out in each_version(
+            root, dataset, arch, [(c, s) for c in conditions for s in seeds],
+            lambda c, s: paths.eval_pointer(root, dataset, arch, c, s),
+            lambda: EvaluationCell(root, params, dataset, arch), echo):
+        written.append(cell.evaluate(pointer, condition, seed, out, echo))
+    return written
+
+
+class EvaluationCell:
+    """What every version of one grid cell shares: the test split, boxes, methods, the store."""
+
+    def __init__(self, root: Path, params: Params, dataset: str, arch: str) -> None:
+        from xiqa import saliency
+        from xiqa.data.dataset import load_split
+        from xiqa.evaluation.scoring import figure_sample, read_boxes
+        from xiqa.tracking import registry, store
+
+        self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
+        ev = params.evaluate
+        self.image_size = params.train.recipe(dataset).image_size
+        self.tau_px = ev.tau_px(dataset, self.image_size)  # τ in input pixels, logged by every run
+        self.split = load_split(root, dataset, "test", self.image_size)
+        self.boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
+        self.scored = [i for i in self.split.ids if len(self.boxes.get(i, ())) > 0]
+        self.sample = figure_sample(self.scored, ev.figure_samples, ev.seed)
+        self.methods = list(ev.methods or saliency.METHODS)
+        unknown = [m for m in self.methods if m not in saliency.METHODS]
+        if unknown:
+            raise XiqaError(f"params.yaml: evaluate.methods: unknown method(s) {', '.join(unknown)}")
+        store.ensure_store(root)
+        self.git_commit = store.git_commit(root)
+        self.data_md5 = registry.data_md5(root, dataset)
+
+    def evaluate(self, pointer: dict, condition: str, seed: int, out: Path,
+                 echo: Callable[[str], None] = print) -> dict:
+        """Score the model of ``pointer`` in one evaluation run; write and return its pointer ``out``."""
+        import mlflow
+        import torch
+        from mlflow.exceptions import MlflowException
+        from rich.progress import Progress
+
+        from xiqa import saliency
+        from xiqa.evaluation.scoring import score_split
+        from xiqa.tracking import store
+
+        root, dataset, arch, ev = self.root, self.dataset, self.arch, self.params.evaluate
+        name = pointer.get("name") or paths.registered_model_name(dataset, arch)
+        tags = {S.KIND: "evaluation", "dataset": dataset, "arch": arch, "condition": condition,
+                "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
+                "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
+                "git_commit": self.git_commit, "data_md5": self.data_md5}
+        run_params = {"tolerance": ev.tolerance, "tolerance_at": getattr(ev.tolerance_at, dataset),
+                      S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
+                      "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
+                      "image_size": self.image_size, "n_test": len(self.split),
+                      "figure_samples": len(self.sample), "topk_fraction": ev.topk_fraction,
+                      "centre_sigma": ev.centre_sigma}
+
+        def smooth(maps: torch.Tensor) -> torch.Tensor:
+            return saliency.smooth(maps, sigma=ev.smooth_sigma, kernel_size=ev.smooth_kernel)
+
+        # the run spans loading and scoring, like a training run spans training: an evaluation
+        # that fails or is interrupted shows in MLflow as FAILED / KILLED, not as nothing
+        with store.tracked_run(root, dataset, f"evaluate {dataset}-{arch} {paths.alias(condition, seed)}",
+                               run_params, tags) as run:
+            model = load_pointer_model(pointer, self.params.device)
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"{dataset}-{arch} {condition}-s{seed}", total=len(self.scored))
+                result = score_split(model, arch, self.split, self.boxes, methods=self.methods,
+                                     tolerance=self.tau_px, target=ev.target, smooth=smooth,
+                                     batch_size=ev.batch_size, layers=ev.layers.get(arch),
+                                     sample_ids=self.sample, progress=lambda n: bar.advance(task, n),
+                                     topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma)
+            pg_off, pg_on = result.accuracies(False), result.accuracies(True)
+            const_off, const_on = result.constant_maps(False), result.constant_maps(True)
+            metrics = {S.pg_metric(m, False): v for m, v in pg_off.items()}
+            metrics |= {S.pg_metric(m, True): v for m, v in pg_on.items()}
+            metrics |= {f"constant_maps/{m}": float(v) for m, v in const_off.items()}
+            metrics |= {f"constant_maps_smooth/{m}": float(v) for m, v in const_on.items()}
+            metrics |= {S.skipped_metric(m): float(v) for m, v in result.skipped_layers.items()}
+            metrics["n_images"] = float(len(self.scored))
+            metrics["constant_maps"] = float(sum(const_off.values()) + sum(const_on.values()))
+            metrics[S.TAU] = self.tau_px
+            baselines = result.baseline_accuracies()
+            metrics |= {S.baseline_metric(b): v for b, v in baselines.items()}
+            for smoothed in (False, True):
+                for k, per_method in result.localisation(smoothed).items():
+                    metrics |= {S.loc_metric(k, m, smoothed): v for m, v in per_method.items()}
+            for k, per_baseline in result.localisation_baselines().items():
+                metrics |= {S.loc_baseline_metric(k, b): v for b, v in per_baseline.items()}
+            mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                for csv_name, frame in (("per_image.csv", result.per_image), ("baselines.csv", result.baselines)):
+                    csv_path = Path(tmp) / csv_name
+                    frame.to_csv(csv_path, index=False)
+                    mlflow.log_artifact(str(csv_path))
+                if result.sample is not None:
+                    mlflow.log_artifact(str(result.sample.save(Path(tmp) / "figure_maps.npz")))
+            run_id = run.info.run_id
+        if pointer.get("version"):
+            try:  # link the version back to its latest evaluation (best effort: the run holds the link too)
+                mlflow.MlflowClient().set_model_version_tag(name, str(pointer["version"]),
+                                                            "evaluation_run_id", run_id)
+            except (MlflowException, OSError) as err:
+                log.warning("%s version %s: could not tag it with evaluation run %s (%s: %s)",
+                            name, pointer["version"], run_id, type(err).__name__, err)
+        summary = {"run_id": run_id, "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
+                   "version": pointer.get("version"), "n_images": len(self.scored),
+                   "constant_maps": int(metrics["constant_maps"]),
+                   S.TAU: self.tau_px, "tolerance": ev.tolerance,
+                   "tolerance_at": getattr(ev.tolerance_at, dataset), "image_size": self.image_size,
+                   "baselines": {b: round(v, 6) for b, v in baselines.items()},
+                   "pg": {m: round(v, 6) for m, v in pg_off.items()},
+                   "pg_smooth": {m: round(v, 6) for m, v in pg_on.items()}}
+        write_json(out, summary)
+        best = max(pg_on, key=lambda m: pg_on[m])
+        echo(f"{dataset}-{arch} {condition}-s{seed}: {len(self.scored)} images scored at tau "
+             f"{self.tau_px:g} input px; best smoothed PG {best} {pg_on[best]:.3f} (chance "
+             f"{baselines['chance']:.3f}, centre {baselines['centre']:.3f}); run {run_id}")
+        return summary
