@@ -49,6 +49,13 @@ def test_spread_and_claims_are_read_from_the_two_runs_tables(tmp_path: Path) -> 
     assert claims["Object-CXR ResNet-34: trained above fully randomised (methods)"] == "10 of 10"
     assert claims["LVOT ResNet-50: trained above fully randomised (methods)"] == "0 of 10"
     assert claims["Object-CXR ResNet-34: trained NormGrad multi above single (VILs)"] == "3 of 3"
+    facts = readme.facts(tmp_path / "results" / "run-a", 61.0)
+    assert facts[0] == "wall time 1 min 01 s: within the 15-minute budget (13 min 59 s to spare)"
+    assert readme.facts(tmp_path / "results" / "run-a", 901.0)[0].endswith("over** the 15-minute budget by 0 min 01 s")
+    assert readme.facts(tmp_path / "results" / "run-a", 901.0, budget=False)[0] == "wall time 15 min 01 s"
+    # the best Object-CXR cells are the last method's (0.8 + 9/100 trained, 0.2 + 9/100 FR)
+    cxr = next(f for f in facts if f.startswith("Object-CXR"))
+    assert "best Trained cell 0.890" in cxr and "best FR cell 0.290" in cxr, cxr
     section = readme.render_section(tmp_path / "results")
     assert section.startswith(readme.START) and section.rstrip().endswith(readme.END)
     assert "#### Table 4" in section and "1 min 01 s" in section
@@ -63,3 +70,43 @@ def test_a_missing_table_or_marker_is_one_clear_error(tmp_path: Path) -> None:
         readme.collect((a, a), ({}, {}), tmp_path / "results")
     with pytest.raises(XiqaError, match="markers"):
         readme.replace_section("no markers here", "x")
+
+
+@pytest.mark.parametrize("run", readme.RUNS)
+def test_the_readmes_prose_holds_in_each_committed_run(run: str) -> None:
+    """The hand-written paragraph under the generated section ("What the two runs show") states
+    four things without numbers; each must hold in both committed runs."""
+    folder = ROOT / "docs" / "demo-results" / run
+    # 1. the classifiers do not learn at the demo's scale: test accuracy and AUC near guessing
+    t7 = readme._frame(folder, "table7")
+    for col in ("Accuracy mean", "AUC mean"):
+        values = pd.to_numeric(t7[col], errors="coerce").dropna()
+        assert len(values) and values.between(0.35, 0.65).all(), (col, values.tolist())
+    labels = [readme._label(m) for m in readme.S.METHODS]
+    for stem, dataset in (("table4-objectcxr", "Object-CXR"), ("table3-lvot", "LVOT")):
+        frame = readme._frame(folder, stem)
+        trained = readme._arch_columns(frame, "trained")
+        fr = readme._arch_columns(frame, "fr")
+        chance = {a: readme._value(frame, readme.S.BASELINE_LABELS["chance"], c) for a, c in trained.items()}
+        centre = {a: readme._value(frame, readme.S.BASELINE_LABELS["centre"], c) for a, c in trained.items()}
+        cells = {(a, cond, m): readme._value(frame, m, col)
+                 for cond, cols in (("trained", trained), ("fr", fr)) for a, col in cols.items() for m in labels}
+        if dataset == "Object-CXR":
+            # 2. fully randomised gradient maps hit the objects well above chance (2x or more)
+            best_fr = max(v for (a, cond, _), v in cells.items() if cond == "fr" and v is not None)
+            assert best_fr >= 2 * max(chance.values()), (best_fr, chance)
+        else:
+            # 3. on LVOT the centre peak beats every method of every model
+            assert all(v is None or v < min(centre.values()) for v in cells.values()), centre
+
+
+def test_fully_randomised_cells_are_the_same_in_both_committed_runs() -> None:
+    """The prose says the FR cells do not move between the runs (their weights come from the
+    seed alone, not from training, so threads cannot change them)."""
+    a, b = (ROOT / "docs" / "demo-results" / r for r in readme.RUNS)
+    for stem in ("table4-objectcxr", "table3-lvot"):
+        fa, fb = readme._frame(a, stem), readme._frame(b, stem)
+        cols = list(readme._arch_columns(fa, "fr").values())
+        assert cols
+        pd.testing.assert_frame_equal(fa[cols].apply(pd.to_numeric, errors="coerce"),
+                                      fb[cols].apply(pd.to_numeric, errors="coerce"))
