@@ -154,3 +154,12 @@ def tracking_server() -> Iterator[Server]:
         subprocess.run(["bash", str(SERVER_SCRIPT), "stop", str(folder)], env=env,
                        capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the files that hold a ``slow`` test first, each file's tests in their own order (the
+    sort is stable). `make test` hands whole files to two workers (``--dist loadfile``); xdist's
+    default queue puts the files with the most tests first, so the one-test end-to-end files ran
+    last and were the suite's tail. pyproject's ``--no-loadscope-reorder`` keeps this order."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

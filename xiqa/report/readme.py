@@ -218,7 +218,8 @@ def render_section(results: Path) -> str:
     meta_a, meta_b = (json.loads((p / "meta.json").read_text()) for p in (a, b))
     lines = [START, ""]
     lines.append(
-        f"Run A: `make study` on a fresh clone, {meta_a['threads']}, {meta_a['machine']}: "
+        "Run A: `dvc repro` (what `make study` runs once .venv is installed) on a fresh clone, "
+        f"{meta_a['threads']}, {meta_a['machine']}: "
         f"**{_duration(meta_a['seconds'])}** ({meta_a.get('stages', 'stage times not recorded')}). "
         f"Run B: the same with {meta_b['threads']}: {_duration(meta_b['seconds'])}. "
         "The tables are run A's `reports/` (copied to `docs/demo-results/`).")
