@@ -152,7 +152,7 @@ def test_aggregate_runs_and_every_table_format_show_tau_and_the_baselines(study)
     reports = study / "reports"
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
         csv = pd.read_csv(reports / f"{key}.csv", index_col=0)
-        col = next(c for c in csv.columns if c.endswith(" mean") and "SR" not in c)
+        col = next(c for c in csv.columns if c.endswith("/pg_mean") and "/sr/" not in c)
         # rows by their stable ids (the CSV's first column), labels beside them
         assert csv.loc["baseline_chance", "label"] == "chance (uniform peak)"
         assert csv.loc["baseline_chance", col] == pytest.approx(expected["chance"].mean(), abs=1e-12)
@@ -276,10 +276,10 @@ def test_aggregate_runs_and_table8_carry_the_localisation_metrics_and_their_base
                 evaluation.data.metrics[S.loc_baseline_metric(k, b)], rel=1e-12)
     reports = study / "reports"
     csv = pd.read_csv(reports / "table8-objectcxr.csv", index_col=0)
-    col = "Trained · mass mean"
+    col = f"objectcxr/{ARCH}/trained/mass_mean"
     assert csv.loc["baseline_uniform", "label"] == "uniform map"
     assert csv.loc["baseline_uniform", col] == pytest.approx(m[S.loc_agg_baseline_metric("mass", "mean", "uniform")], abs=1e-12)
-    assert csv.loc["baseline_centre_gaussian", "Trained · AUC mean"] == pytest.approx(
+    assert csv.loc["baseline_centre_gaussian", f"objectcxr/{ARCH}/trained/auc_mean"] == pytest.approx(
         m[S.loc_agg_baseline_metric("auc", "mean", "centre_gaussian")], abs=1e-12)
     if S.loc_agg_metric("mass", "mean", "gradcam") in m:
         assert csv.loc["gradcam", col] == pytest.approx(m[S.loc_agg_metric("mass", "mean", "gradcam")], abs=1e-12)
@@ -329,7 +329,7 @@ def test_sanity_stage_logs_one_history_point_per_cascade_block_and_the_report_sh
         assert trained.data.metrics[key] == pytest.approx(final, abs=1e-6)
         dvc_metric = json.loads((study / "metrics" / "sanity.json").read_text())["objectcxr"][ARCH]
         assert dvc_metric["mprt_spearman_final"][m]["mean"] == round(trained.data.metrics[key], 6)
-        assert t9.loc[m, f"{S.SANITY_STAT_LABELS['mprt_spearman_final']} mean"] == \
+        assert t9.loc[m, f"objectcxr/{ARCH}/trained/mprt_spearman_final_mean"] == \
             pytest.approx(final, abs=1e-6)
     md = (reports / "table9-objectcxr.md").read_text()
     failing = [S.method_label(m) for m in PARAMS["evaluate"]["methods"]

@@ -130,10 +130,11 @@ def test_paper_recipe_runs_every_stage_with_sr_on_paper_size_phantoms(make_proje
             assert (reports / f"{key}{suffix}").is_file(), f"{key}{suffix}"
     assert "data:image/png;base64," in (reports / "index.html").read_text()
     methods = [S.method_label(m) for m in S.METHODS]
-    for ds, n in (("objectcxr", 4), ("lvot", 3)):  # SR measured, not skipped
+    for ds, arch in CELLS:  # SR measured, not skipped
+        n = {"objectcxr": 4, "lvot": 3}[ds]
         table = pd.read_csv(reports / f"table{n}-{ds}.csv", index_col="label")
-        assert "SR note" not in table.columns
-        means = table.loc[methods, ["SR mean", "FR mean", "Trained mean"]].to_numpy()
+        assert f"{ds}/{arch}/sr/pg_note" not in table.columns
+        means = table.loc[methods, [f"{ds}/{arch}/{c}/pg_mean" for c in ("sr", "fr", "trained")]].to_numpy()
         assert ((means >= 0) & (means <= 1)).all()  # NaN fails too
 
     # 3. SR = the stand-in's backbone, tensor for tensor, and a head drawn afresh from the seed

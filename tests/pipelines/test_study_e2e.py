@@ -131,24 +131,24 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     extra = [S.BASELINE_LABELS[b] for b in S.BASELINES] + [S.TAU_LABEL]
     t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
     assert list(t4.index) == labels + extra
-    assert t4.loc[S.TAU_LABEL, "ResNet-34 · Trained mean"] == 15 * 48 / 600  # the paper's tau at 48 px
-    for arch in ("ResNet-34", "EfficientNet-B0"):
-        for cond in ("FR", "Trained"):
-            assert t4[f"{arch} · {cond} mean"].notna().all()
-        assert t4[f"{arch} · SR note"].str.startswith("skipped:").all()
+    assert t4.loc[S.TAU_LABEL, "objectcxr/resnet34/trained/pg_mean"] == 15 * 48 / 600  # the paper's tau at 48 px
+    for arch in ("resnet34", "efficientnet_b0"):  # columns named as the metric keys
+        for cond in ("fr", "trained"):
+            assert t4[f"objectcxr/{arch}/{cond}/pg_mean"].notna().all()
+        assert t4[f"objectcxr/{arch}/sr/pg_note"].str.startswith("skipped:").all()
     t2 = pd.read_csv(root / "reports" / "table2.csv", index_col="label")
-    assert list(t2.index) == labels + extra and t2.filter(like="smoothing off mean").shape[1] == 2
+    assert list(t2.index) == labels + extra and t2.filter(like="/pg_raw_mean").shape[1] == 2
     t6 = pd.read_csv(root / "reports" / "table6-objectcxr.csv", index_col="label")
-    assert list(t6.index) == labels + extra and t6.loc[labels, "DoM mean"].notna().all()  # no DoM of a baseline
+    assert list(t6.index) == labels + extra and t6.loc[labels, "objectcxr/resnet34~efficientnet_b0/dom"].notna().all()  # no DoM of a baseline
     t7 = pd.read_csv(root / "reports" / "table7.csv", index_col="label")
-    assert t7["Accuracy mean"].between(0, 1).all() and t7["AUC mean"].notna().all()
+    assert t7["test_accuracy_mean"].between(0, 1).all() and t7["test_auc_mean"].notna().all()
     md = (root / "reports" / "table4-objectcxr.md").read_text()
     assert all(f"| {label} |" in md for label in labels)
     page = (root / "reports" / "index.html").read_text()
     assert page.count("<table") == 6 and "data:image/png;base64," in page  # Tables 2, 4, 6, 7, 8, 9
     t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col="label")
     assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
-    assert t8.loc["uniform map", "ResNet-34 · Trained · AUC mean"] == pytest.approx(0.5, abs=1e-12)
+    assert t8.loc["uniform map", "objectcxr/resnet34/trained/auc_mean"] == pytest.approx(0.5, abs=1e-12)
     t9 = pd.read_csv(root / "reports" / "table9-objectcxr.csv", index_col="label")
     assert list(t9.index) == labels
     assert (root / "sanity" / "objectcxr-resnet34" / "trained-s2.json").is_file()
@@ -165,7 +165,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
 
     # 2. aggregates = recomputation from the per-image CSV artifacts; DoM = |difference of means|
     aggs = _check_aggregates(root, [1, 2], tmp_path)
-    assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(
+    assert t4.loc["Grad-CAM", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(
         aggs[(aggs["tags.arch"] == "resnet34") & (aggs["tags.condition"] == "trained")].iloc[0]["metrics.pg_mean/gradcam"],
         abs=1e-9)
 
@@ -190,7 +190,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     pointer = json.loads((root / "eval" / "objectcxr-resnet34" / "trained-s1.json").read_text())
     assert pointer["tau_px"] == 5 * 48 / 96
     t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
-    assert t4.loc[S.TAU_LABEL, "ResNet-34 · Trained mean"] == 2.5
+    assert t4.loc[S.TAU_LABEL, "objectcxr/resnet34/trained/pg_mean"] == 2.5
 
     # 5. fewer seeds: no training re-runs, and no aggregate keeps the dropped seed's models
     # (the randomise stages re-run: they produce one pointer per grid seed)

@@ -79,7 +79,7 @@ def test_the_readmes_prose_holds_in_each_committed_run(run: str) -> None:
     folder = ROOT / "docs" / "demo-results" / run
     # 1. the classifiers do not learn at the demo's scale: test accuracy and AUC near guessing
     t7 = readme._frame(folder, "table7")
-    for col in ("Accuracy mean", "AUC mean"):
+    for col in ("test_accuracy_mean", "test_auc_mean"):
         values = pd.to_numeric(t7[col], errors="coerce").dropna()
         assert len(values) and values.between(0.35, 0.65).all(), (col, values.tolist())
     labels = [readme._label(m) for m in readme.S.METHODS]

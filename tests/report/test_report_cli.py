@@ -61,9 +61,9 @@ def test_report_writes_every_table_in_every_format_from_the_latest_study(project
             assert (tmp_path / f"{key}{suffix}").is_file()
     assert (tmp_path / "index.html").read_text().count("<table") == 6
     t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="label")
-    assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.83)  # "new", not "old"
-    assert t4.loc["centre peak", "ResNet-34 · Trained mean"] == pytest.approx(0.25)
-    assert t4.loc["τ (input pixels)", "ResNet-34 · Trained mean"] == pytest.approx(3.2)
+    assert t4.loc["Grad-CAM", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(0.83)  # "new", not "old"
+    assert t4.loc["centre peak", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(0.25)
+    assert t4.loc["τ (input pixels)", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(3.2)
     page = (tmp_path / "index.html").read_text()
     assert page.count("<th>chance (uniform peak)</th>") == 3  # Tables 2, 4 and 6
     assert "Pointing Game τ on Object-CXR: 3.2 input pixels (15 px at an input of 600 px, scaled to the study&#x27;s " \
@@ -75,7 +75,7 @@ def test_report_can_pick_an_older_study_and_names_an_unknown_one(project, tmp_pa
     res = CliRunner().invoke(app, ["report", "-f", "csv", "--study", "old", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="label")
-    assert t4.loc["Grad-CAM", "ResNet-34 · Trained mean"] == pytest.approx(0.33)
+    assert t4.loc["Grad-CAM", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(0.33)
     bad = CliRunner().invoke(app, ["report", "--study", "nope", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "no run of study 'nope'" in bad.output
     fmt = CliRunner().invoke(app, ["report", "--format", "pdf", "--out", str(tmp_path)])

@@ -124,9 +124,9 @@ def test_renderers_write_one_file_per_table_per_format(tmp_path):
     assert "| Grad-CAM | skipped: no ImageNet weights | 0.230 ± 0.050 [0.10, 0.30] | 0.830 ± 0.050" in md
     csv = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="method")
     assert csv.loc["gradcam", "label"] == "Grad-CAM"
-    assert csv.loc["gradcam", "ResNet-34 · Trained mean"] == pytest.approx(0.83)
-    assert csv.loc["gradcam", "ResNet-34 · Trained std"] == pytest.approx(0.05)
-    assert csv.loc["gradcam", "ResNet-34 · Trained ci_low"] == pytest.approx(0.8 - 0.1)  # as pg_ci_low/<m>
+    assert csv.loc["gradcam", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(0.83)
+    assert csv.loc["gradcam", "objectcxr/resnet34/trained/pg_std"] == pytest.approx(0.05)
+    assert csv.loc["gradcam", "objectcxr/resnet34/trained/pg_ci_low"] == pytest.approx(0.8 - 0.1)  # as pg_ci_low/<m>
     assert "SR ResNet-34 skipped: no ImageNet weights: put the file in the cache" in md
     tex = (tmp_path / "table4-objectcxr.tex").read_text()
     assert r"0.830 $\pm$ 0.050" in tex and r"\begin{tabular}{lrrrrrr}" in tex
@@ -147,7 +147,7 @@ def test_csv_rows_carry_the_metric_keys_method_ids_next_to_the_labels_and_whole_
     t4 = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="method")
     assert list(t4.index) == list(S.METHODS) + [f"baseline_{b}" for b in S.BASELINES] + [S.TAU]
     assert list(t4["label"]) == [S.method_label(m) for m in S.METHODS] + BASELINE_ROWS
-    assert (t4["ResNet-34 · SR note"] == f"skipped: {long}").all()  # never cut in the CSV
+    assert (t4["objectcxr/resnet34/sr/pg_note"] == f"skipped: {long}").all()  # never cut in the CSV
     md = (tmp_path / "table4-objectcxr.md").read_text()
     assert f"| skipped: {T.short_reason(long)} |" in md  # cut for display only
     assert T.short_reason(long).endswith("…")
@@ -155,6 +155,46 @@ def test_csv_rows_carry_the_metric_keys_method_ids_next_to_the_labels_and_whole_
     assert list(t8.index[-2:]) == [f"baseline_{b}" for b in S.LOC_BASELINES]
     t7 = pd.read_csv(tmp_path / "table7.csv", index_col="model")
     assert list(t7.index) == ["objectcxr-resnet34", "objectcxr-efficientnet_b0"]
+
+
+def test_every_csv_number_is_the_metric_its_column_and_row_name(tmp_path):
+    """A CSV column ``<ds>/<arch>/<condition>/<key>`` at row ``<id>`` holds the metric
+    ``<key>/<id>`` of that aggregate run (``<ds>/<a>~<b>/<key>``: the study run's), and Table 7's
+    ``<key>`` at row ``<ds>-<arch>`` the metric ``<key>`` of the trained aggregate: checked for
+    every number of every table, straight against the runs frame."""
+    runs = _runs()
+    for m in METHODS:  # distinct values, so that a column read from the wrong metric shows
+        runs[f"metrics.dom/{m}"] = 0.01 * (METHODS.index(m) + 1)
+        runs[f"metrics.mmd/{m}"] = 0.3 + 0.01 * METHODS.index(m)
+    tables = T.build_tables(runs)
+    T.write_tables(tables, tmp_path, ["csv"])
+
+    def metric(coords: list[str], key: str) -> float:
+        ds, *rest = coords
+        if len(rest) == 1:  # an architecture pair: the dataset's study run
+            row = runs[(runs[f"tags.{S.KIND}"] == "study") & (runs["tags.dataset"] == ds)]
+        else:
+            row = runs[(runs["tags.dataset"] == ds) & (runs["tags.arch"] == rest[0])
+                       & (runs["tags.condition"] == rest[1]) & (runs[f"tags.{S.KIND}"] == "aggregate")]
+        assert len(row) == 1, coords
+        return float(row.iloc[0][f"metrics.{key}"])
+
+    checked = 0
+    for t in tables:
+        csv = pd.read_csv(tmp_path / f"{t.key}.csv", index_col=0)
+        for column in csv.columns.drop("label"):
+            *coords, stem = column.split("/")
+            for row_id, value in csv[column].items():
+                if stem.endswith("_note") or pd.isna(value) or str(row_id).startswith("baseline_") or row_id == S.TAU:
+                    continue
+                if t.key == "table7":
+                    ds, arch = str(row_id).split("-", 1)
+                    expected = metric([ds, arch, "trained"], stem)
+                else:
+                    expected = metric(coords, f"{stem}/{row_id}")
+                assert float(value) == expected, (t.key, column, row_id)
+                checked += 1
+    assert checked > 500
 
 
 def test_an_empty_study_is_a_clear_error():
@@ -183,7 +223,7 @@ def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp
         assert tau_note in md
         csv = pd.read_csv(tmp_path / f"{key}.csv", index_col="label")
         assert list(csv.index[-3:]) == BASELINE_ROWS
-        mean_col = [c for c in csv.columns if c.endswith(" mean") and "SR" not in c][0]  # SR is skipped
+        mean_col = [c for c in csv.columns if c.endswith("/pg_mean") and "/sr/" not in c][0]  # SR is skipped
         assert csv.loc["τ (input pixels)", mean_col] == 3.2
         assert csv.loc["chance (uniform peak)", mean_col] == pytest.approx(0.05)
         tex = (tmp_path / f"{key}.tex").read_text()
@@ -193,8 +233,8 @@ def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp
         assert "<th>centre peak</th>" in html and "<th>τ (input pixels)</th>" in html
         assert html_lib.escape(tau_note) in html
     t2 = pd.read_csv(tmp_path / "table2.csv", index_col="label")
-    assert t2.loc["chance (uniform peak)", "Object-CXR ResNet-34 · smoothing off mean"] == pytest.approx(0.05)
-    assert t2.loc["chance (uniform peak)", "Object-CXR ResNet-34 · smoothing on mean"] == pytest.approx(0.05)
+    assert t2.loc["chance (uniform peak)", "objectcxr/resnet34/trained/pg_raw_mean"] == pytest.approx(0.05)
+    assert t2.loc["chance (uniform peak)", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(0.05)
 
 
 def test_tau_is_stated_per_dataset_and_missing_tau_is_said():
@@ -221,7 +261,7 @@ def test_table8_has_method_and_baseline_rows_and_a_column_per_logged_condition_a
     last = S.method_label(S.METHODS[-1])
     assert t.cell(last, "ResNet-34 · Trained · mass").text() == "constant maps"
     csv = T.to_csv(t)
-    assert "baseline_uniform,uniform map," in csv and "ResNet-34 · Trained · mass ci_low" in csv
+    assert "baseline_uniform,uniform map," in csv and "objectcxr/resnet34/trained/mass_ci_low" in csv
     assert r"centre Gaussian map &" in T.to_latex(t) and "<th>uniform map</th>" in T.to_html(t)
 
 

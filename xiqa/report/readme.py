@@ -56,14 +56,21 @@ def _tables(folder: Path) -> list[str]:
 
 
 def _frame(folder: Path, stem: str) -> pd.DataFrame:
-    """A table's CSV indexed by its display labels (the rows this module names)."""
+    """A table's CSV indexed by its display labels (the rows this module names), its columns
+    named as the metric keys (``<ds>/<arch>/<condition>/pg_mean``, ``xiqa.report.tables.ColumnKey``)."""
     frame = pd.read_csv(folder / f"{stem}.csv", index_col=0)
-    # tables written before the id column (older docs/demo-results) have the labels as the index
-    return frame.set_index("label") if "label" in frame.columns else frame
+    if "label" not in frame.columns:
+        raise XiqaError(f"{folder / stem}.csv: no 'label' column (written before the CSVs named their "
+                        "columns as the metric keys; run the report stage again)")
+    return frame.set_index("label")
+
+
+# a column of means: ``…/<metric>_mean``, or a study run's ``…/dom`` and ``…/mmd``
+_MEAN = re.compile(r"(^|/)([a-z_]+_mean|dom|mmd)$")
 
 
 def _mean_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c.endswith(" mean")]
+    return [c for c in frame.columns if _MEAN.search(c)]
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def spread(a: Path, b: Path) -> list[Spread]:
         if n and moved:
             stacked = diff.where(valid).stack()
             (row, col), value = stacked.idxmax(), float(stacked.max())
-            out.append(Spread(stem, n, moved, value, f"{row} / {col.removesuffix(' mean')}"))
+            out.append(Spread(stem, n, moved, value, f"{row} / {col}"))
         else:
             out.append(Spread(stem, n, 0, 0.0, "–"))
     return out
@@ -110,9 +117,13 @@ def _value(frame: pd.DataFrame, row: str, col: str) -> float | None:
 
 
 def _arch_columns(frame: pd.DataFrame, condition: str) -> dict[str, str]:
-    """``{arch label: "<arch> · <Condition> mean"}`` of a Table 3 / 4 frame."""
-    tail = f" · {S.CONDITION_LABELS[condition]} mean"
-    return {c.removesuffix(tail): c for c in frame.columns if c.endswith(tail)}
+    """``{arch label: "<ds>/<arch>/<condition>/pg_mean"}`` of a Table 3 / 4 frame."""
+    found = {}
+    for c in frame.columns:
+        parts = c.split("/")
+        if len(parts) == 4 and parts[2] == condition and parts[3] == "pg_mean":
+            found[S.ARCH_LABELS.get(parts[1], parts[1])] = c
+    return found
 
 
 def _better_baseline(frame: pd.DataFrame, col: str) -> tuple[float, str] | None:
@@ -148,9 +159,11 @@ def claims(folder: Path) -> dict[str, str]:
                         > (_value(frame, _label(f"normgrad_{v}_single"), col) or 0) for v in VILS)
             out[f"{ds} {arch}: trained NormGrad multi above single (VILs)"] = f"{multi} of {len(VILS)}"
     frame = _frame(folder, "table2")
-    pairs = [(c.removesuffix(" · smoothing on mean"), c) for c in frame.columns if c.endswith(" · smoothing on mean")]
-    for cell, on in pairs:
-        off = f"{cell} · smoothing off mean"
+    pairs = [(c.removesuffix("/trained/pg_mean"), c) for c in frame.columns if c.endswith("/trained/pg_mean")]
+    for run, on in pairs:
+        off = f"{run}/trained/pg_raw_mean"
+        ds, arch = run.split("/")
+        cell = f"{S.DATASET_LABELS.get(ds, ds)} {S.ARCH_LABELS.get(arch, arch)}"
         changed = sum(_value(frame, _label(m), on) is not None and _value(frame, _label(m), off) is not None
                       and _value(frame, _label(m), on) != _value(frame, _label(m), off) for m in GRADIENT_METHODS)
         better = sum((_value(frame, _label(m), on) or 0) > (_value(frame, _label(m), off) or 0)
@@ -178,8 +191,9 @@ def facts(folder: Path, seconds: float, budget: bool = True) -> list[str]:
            + ((f": within the 15-minute budget ({_duration(-over)} to spare)" if over <= 0
                else f": **over** the 15-minute budget by {_duration(over)}") if budget else "")]
     t7 = _frame(folder, "table7")
-    acc = [v for v in pd.to_numeric(t7.get("Accuracy mean", pd.Series(dtype=float)), errors="coerce") if pd.notna(v)]
-    auc = [v for v in pd.to_numeric(t7.get("AUC mean", pd.Series(dtype=float)), errors="coerce") if pd.notna(v)]
+    acc = [v for v in pd.to_numeric(t7.get("test_accuracy_mean", pd.Series(dtype=float)), errors="coerce")
+           if pd.notna(v)]
+    auc = [v for v in pd.to_numeric(t7.get("test_auc_mean", pd.Series(dtype=float)), errors="coerce") if pd.notna(v)]
     out.append(f"trained classifiers (Table 7, test split, means over seeds): accuracy {_range(acc)}, "
                f"ROC AUC {_range(auc)} (0.50 is guessing)")
     labels = {_label(m): m for m in S.METHODS}

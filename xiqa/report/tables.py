@@ -58,6 +58,27 @@ class Cell:
         return out
 
 
+@dataclass(frozen=True)
+class ColumnKey:
+    """Where a column's numbers live in MLflow, which names its CSV columns: ``run`` the run's
+    coordinates (``<ds>/<arch>/<condition>`` of an aggregate run, ``<ds>/<archA>~<archB>`` of a
+    study run's architecture pair, "" when the rows are the runs, Table 7) and ``metric`` the
+    stem of the metric key. The CSV column of statistic ``stat`` is ``<run>/<metric>_<stat>``,
+    and its value at row ``<id>`` is the metric ``<metric>_<stat>/<id>`` of that run (e.g.
+    ``objectcxr/resnet34/fr/pg_mean`` at row ``gradcam`` = ``pg_mean/gradcam`` of the FR
+    aggregate run). ``whole``: the value is the metric ``<metric>/<id>`` itself (``dom``,
+    ``mmd``; its p-value ``mmd_p``)."""
+
+    run: str
+    metric: str
+    whole: bool = False
+
+    def name(self, stat: str) -> str:
+        """The CSV column of ``stat`` (mean, std, ci_low, ci_high, p or note)."""
+        key = self.metric if self.whole and stat == "mean" else f"{self.metric}_{stat}"
+        return f"{self.run}/{key}" if self.run else key
+
+
 @dataclass
 class Table:
     """One report table: an id, a title, rows of cells by column, notes; exported to every format."""
@@ -70,6 +91,13 @@ class Table:
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     ids: dict[str, str] = field(default_factory=dict)  # row label -> stable id (as in the metric keys)
+    keys: dict[str, ColumnKey] = field(default_factory=dict)  # column -> its runs and metric (CSV names)
+
+    def add_column(self, column: str, key: ColumnKey) -> str:
+        """Append ``column``, whose numbers are ``key``'s metric; returns ``column``."""
+        self.columns.append(column)
+        self.keys[column] = key
+        return column
 
     def cell(self, row: str, column: str) -> Cell:
         """The cell at ``row`` × ``column`` (an empty cell when absent)."""
@@ -83,24 +111,31 @@ class Table:
     def numeric_frame(self) -> pd.DataFrame:
         """Machine-readable: indexed by the row's stable id (``row_header``: a method name as in
         the metric keys ``pg_mean/<method>``, ``baseline_<b>``, ``tau_px``; or ``<ds>-<arch>``),
-        then ``label`` (the display label), then per column ``<column> mean``, ``<column> std``
-        and, when present, ``ci_low``, ``ci_high``, ``p`` (the statistics' names in the metric
-        keys) and ``note`` (whole, never cut)."""
+        then ``label`` (the display label), then per column the statistics named as the metric
+        keys they come from (:class:`ColumnKey`): ``<run>/<metric>_mean``, ``_std`` and, when
+        present, ``_ci_low``, ``_ci_high``, ``_p`` and ``_note`` (whole, never cut). The
+        baseline rows hold the same run's ``baseline_<stat>/<b>`` and the τ row its ``tau_px``."""
         data: dict[str, list] = {"label": list(self.rows)}
         for c in self.columns:
+            if c not in self.keys:  # a bug in a table builder, not a user error
+                raise ValueError(f"{self.key}: column {c!r} has no metric key")
+            name = self.keys[c].name
             cells = [self.cell(r, c) for r in self.rows]
-            data[f"{c} mean"] = [x.mean for x in cells]
+            data[name("mean")] = [x.mean for x in cells]
             if any(x.std is not None for x in cells) or any(x.mean is not None for x in cells):
-                data[f"{c} std"] = [x.std for x in cells]
+                data[name("std")] = [x.std for x in cells]
             if any(x.ci_low is not None for x in cells):
-                data[f"{c} ci_low"] = [x.ci_low for x in cells]
-                data[f"{c} ci_high"] = [x.ci_high for x in cells]
+                data[name("ci_low")] = [x.ci_low for x in cells]
+                data[name("ci_high")] = [x.ci_high for x in cells]
             if any(x.p_value is not None for x in cells):
-                data[f"{c} p"] = [x.p_value for x in cells]
+                data[name("p")] = [x.p_value for x in cells]
             if any(x.note for x in cells):
-                data[f"{c} note"] = [x.note or "" for x in cells]
+                data[name("note")] = [x.note or "" for x in cells]
+        names = [name for c in self.columns for name in [self.keys[c].name("mean")]]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.key}: two columns share a metric key: {names}")
         missing = [r for r in self.rows if r not in self.ids]
-        if missing:  # a bug in a table builder, not a user error
+        if missing:
             raise ValueError(f"{self.key}: rows without an id: {missing}")
         return pd.DataFrame(data, index=pd.Index([self.ids[r] for r in self.rows], name=self.row_header))
 
@@ -317,8 +352,8 @@ def smoothing_table(study: StudyRuns) -> Table:
     for ds in study.datasets:
         for arch in study.archs[ds]:
             for smoothed in (False, True):
-                col = f"{_ds_label(ds)} {_arch_label(arch)} · smoothing {'on' if smoothed else 'off'}"
-                t.columns.append(col)
+                col = t.add_column(f"{_ds_label(ds)} {_arch_label(arch)} · smoothing {'on' if smoothed else 'off'}",
+                                   ColumnKey(f"{ds}/{arch}/trained", "pg" if smoothed else "pg_raw"))
                 spec.append((col, ds, arch, "trained"))
                 for m in study.methods:
                     t.cells[(labels[m], col)] = study.pg_cell(ds, arch, "trained", m, smoothed)
@@ -337,8 +372,9 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
     spec = []
     for arch in archs:
         for cond in S.CONDITIONS:
-            col = S.CONDITION_LABELS[cond] if len(archs) == 1 else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}"
-            t.columns.append(col)
+            col = t.add_column(S.CONDITION_LABELS[cond] if len(archs) == 1
+                               else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}",
+                               ColumnKey(f"{ds}/{arch}/{cond}", "pg"))
             spec.append((col, ds, arch, cond))
             for m in study.methods:
                 t.cells[(labels[m], col)] = study.pg_cell(ds, arch, cond, m)
@@ -360,8 +396,7 @@ def architecture_table(study: StudyRuns, ds: str) -> Table:
                           notes=[STD_NOTE, DOM_NOTE]), study)
     archs = study.archs[ds]
     for arch in archs:
-        col = _arch_label(arch)
-        t.columns.append(col)
+        col = t.add_column(_arch_label(arch), ColumnKey(f"{ds}/{arch}/trained", "pg"))
         for m in study.methods:
             t.cells[(labels[m], col)] = study.pg_cell(ds, arch, "trained", m)
     _add_baselines_and_tau(t, study, [(_arch_label(a), ds, a, "trained") for a in archs])
@@ -370,8 +405,8 @@ def architecture_table(study: StudyRuns, ds: str) -> Table:
     for a, b in pairs:
         tail = "" if len(pairs) == 1 else f" {_arch_label(a)} vs {_arch_label(b)}"
         sfx = S.pair_suffix(a, b, len(archs))
-        dom_col, mmd_col = f"DoM{tail}", f"MMD (RBF){tail}"
-        t.columns += [dom_col, mmd_col]
+        dom_col = t.add_column(f"DoM{tail}", ColumnKey(f"{ds}/{a}~{b}", "dom", whole=True))
+        mmd_col = t.add_column(f"MMD (RBF){tail}", ColumnKey(f"{ds}/{a}~{b}", "mmd", whole=True))
         for m in study.methods:
             if run is None:
                 t.cells[(labels[m], dom_col)] = t.cells[(labels[m], mmd_col)] = Cell(note="no study run")
@@ -418,8 +453,7 @@ def localisation_table(study: StudyRuns, ds: str) -> Table:
             for k in S.LOC_METRICS:
                 head = (S.CONDITION_LABELS[cond] if len(archs) == 1
                         else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}")
-                col = f"{head} · {S.LOC_METRIC_LABELS[k]}"
-                t.columns.append(col)
+                col = t.add_column(f"{head} · {S.LOC_METRIC_LABELS[k]}", ColumnKey(f"{ds}/{arch}/{cond}", k))
                 for m in study.methods:
                     t.cells[(labels[m], col)] = study.loc_cell(ds, arch, cond, k, m)
                 for b in S.LOC_BASELINES:
@@ -455,9 +489,9 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
         ran = row is not None and any(_num(row, S.sanity_metric(st, "mean", m)) is not None
                                       for st in S.SANITY_STATS for m in study.methods)
         for stat in S.SANITY_STATS:
-            col = S.SANITY_STAT_LABELS[stat] if len(study.archs[ds]) == 1 else \
-                f"{_arch_label(arch)} · {S.SANITY_STAT_LABELS[stat]}"
-            t.columns.append(col)
+            col = t.add_column(S.SANITY_STAT_LABELS[stat] if len(study.archs[ds]) == 1
+                               else f"{_arch_label(arch)} · {S.SANITY_STAT_LABELS[stat]}",
+                               ColumnKey(f"{ds}/{arch}/trained", stat))
             for m in study.methods:
                 mean = None if row is None else _num(row, S.sanity_metric(stat, "mean", m))
                 if mean is None:
@@ -480,8 +514,9 @@ def sanity_table(study: StudyRuns, ds: str) -> Table:
 def classification_table(study: StudyRuns) -> Table:
     """Table 7: test accuracy and ROC AUC of the trained models, mean ± std over seeds."""
     t = Table("table7", "Table 7 — Classification accuracy and ROC AUC of the trained models (test split)",
-              "model", [], ["Accuracy", "AUC"],
-              notes=["mean ± std over seeds (std: sample standard deviation, ddof = 1)."])
+              "model", [], [], notes=["mean ± std over seeds (std: sample standard deviation, ddof = 1)."])
+    for col, name in (("Accuracy", "test_accuracy"), ("AUC", "test_auc")):
+        t.add_column(col, ColumnKey("", name))
     for ds in study.datasets:
         for arch in study.archs[ds]:
             row_label = f"{_ds_label(ds)} {_arch_label(arch)}"
