@@ -71,29 +71,22 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, ep
     """Seconds for ``epochs`` passes of plain SGD steps over in-memory float tensors on their
     device (``amp``: autocast dtype; ``channels_last``: NHWC model and inputs; CUDA work is
     synchronised before the clock stops)."""
+    from xiqa.training.loop import amp_tools, optimiser_step
+
     dev = x.device
     layout = torch.channels_last if channels_last else torch.contiguous_format
     x = x.contiguous(memory_format=layout)
     model.to(dev, memory_format=layout).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    autocast, scaler = amp_tools(amp, dev)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     _sync(dev)
     start = time.perf_counter()
     for _ in range(epochs):
         for i in range(0, len(x), batch):
             idx = order[i:i + batch].to(dev)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, dtype=amp) if amp is not None else nullcontext():
-                loss = loss_fn(model(x[idx]), y[idx])
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
+            optimiser_step(model, loss_fn, opt, x[idx], y[idx], autocast, scaler)  # the stage's own step
     _sync(dev)
     return time.perf_counter() - start
 

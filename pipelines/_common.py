@@ -12,6 +12,13 @@ from xiqa.errors import XiqaError
 from xiqa.params import Params, load_params
 from xiqa.paths import project_root
 
+# the options several stages share, declared once (their types, the Literals of xiqa.schema, are
+# what Typer checks the values against)
+DATASET = typer.Option(..., help="the dataset")
+ARCH = typer.Option(..., help="the architecture")
+SEEDS = typer.Option(None, help="only these seeds of the grid (repeatable; default: grid.seeds)")
+DEVICE = typer.Option(None, help="cpu or cuda (default: `device` in params.yaml)")
+
 
 def stage_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, add_completion=False, pretty_exceptions_enable=False)

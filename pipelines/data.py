@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from pipelines._common import params, run, stage_app
+from pipelines._common import DATASET, params, run, stage_app
 from xiqa.data.datasets import dataset_spec
 from xiqa.errors import XiqaError
 from xiqa.paths import raw_dir
@@ -23,7 +23,7 @@ app = stage_app(__doc__.split("\n\n")[0])
 
 
 @app.command()
-def main(dataset: Dataset = typer.Option(..., help="the dataset"),
+def main(dataset: Dataset = DATASET,
          progress: bool = typer.Option(True, help="show progress bars")) -> None:
     """Generate phantoms or import a real dataset into data/raw/<dataset>/."""
     root, p = params()

@@ -13,16 +13,18 @@ from __future__ import annotations
 import typer
 
 from pipelines import _common
+from xiqa.schema import CONDITIONS, Arch, Dataset
 
 app = _common.stage_app(__doc__.splitlines()[0])
+CONDITION = typer.Option(None, help=f"only this condition ({', '.join(CONDITIONS)}); repeatable")
 
 
 @app.command()
 def main(
-    dataset: str = typer.Option(..., help="objectcxr or lvot"),
-    arch: str = typer.Option(..., help="architecture of the grid cell"),
-    condition: list[str] = typer.Option(None, help="only this condition (trained, sr, fr); repeatable"),
-    seed: list[int] = typer.Option(None, help="only this seed of the grid; repeatable"),
+    dataset: Dataset = _common.DATASET,
+    arch: Arch = _common.ARCH,
+    condition: list[str] = CONDITION,
+    seed: list[int] = _common.SEEDS,
 ) -> None:
     """Explain the test split with every method (smoothing off and on) and play the Pointing Game,
     for every condition x seed of the grid cell."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from pipelines._common import params, run, stage_app
+from pipelines._common import DATASET, params, run, stage_app
 from xiqa.data import splits
 from xiqa.data.dataset import write_image_cache
 from xiqa.data.datasets import dataset_spec
@@ -23,7 +23,7 @@ app = stage_app(__doc__.split("\n\n")[0])
 
 
 @app.command()
-def main(dataset: Dataset = typer.Option(..., help="the dataset")) -> None:
+def main(dataset: Dataset = DATASET) -> None:
     """Write splits.csv, boxes.csv, images.csv and the image cache for data/raw/<dataset>/."""
     root, p = params()
     raw = raw_dir(root, dataset)

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import typer
 
-from pipelines._common import params, run, stage_app
+from pipelines._common import ARCH, DATASET, DEVICE, SEEDS, params, run, stage_app
 from xiqa.schema import Arch, Dataset, RandomCondition
 
 app = stage_app(__doc__)
 
 
 @app.command()
-def main(dataset: Dataset = typer.Option(..., help="the dataset"),
-         arch: Arch = typer.Option(..., help="the architecture"),
+def main(dataset: Dataset = DATASET,
+         arch: Arch = ARCH,
          condition: RandomCondition = typer.Option(..., help="sr (ImageNet backbone, random head) or fr (all random)"),
-         seed: list[int] = typer.Option(None, help="initialisation seed (repeatable; default: grid.seeds)"),
-         device: str = typer.Option(None, help="cpu or cuda (default: `device` in params.yaml)")) -> None:
+         seed: list[int] = SEEDS,
+         device: str = DEVICE) -> None:
     """Initialise, measure on val/test, register as alias <condition>-s<seed>, for each seed."""
     from xiqa.training.runs import randomise_models
 

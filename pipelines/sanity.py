@@ -14,15 +14,16 @@ from __future__ import annotations
 import typer
 
 from pipelines import _common
+from xiqa.schema import Arch, Dataset
 
 app = _common.stage_app(__doc__.splitlines()[0])
 
 
 @app.command()
 def main(
-    dataset: str = typer.Option(..., help="objectcxr or lvot"),
-    arch: str = typer.Option(..., help="architecture of the grid cell"),
-    seed: list[int] = typer.Option(None, help="only this seed of the grid; repeatable"),
+    dataset: Dataset = _common.DATASET,
+    arch: Arch = _common.ARCH,
+    seed: list[int] = _common.SEEDS,
 ) -> None:
     """MPRT and random logit of every trained seed of the grid cell."""
     from xiqa.evaluation.sanity_run import sanity_cell

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import typer
 
-from pipelines._common import params, run, stage_app
+from pipelines._common import ARCH, DATASET, DEVICE, params, run, stage_app
 from xiqa.schema import Arch, Dataset
 
 app = stage_app(__doc__)
 
 
 @app.command()
-def main(dataset: Dataset = typer.Option(..., help="the dataset"),
-         arch: Arch = typer.Option(..., help="the architecture"),
+def main(dataset: Dataset = DATASET,
+         arch: Arch = ARCH,
          seed: int = typer.Option(..., help="training seed"),
-         device: str = typer.Option(None, help="cpu or cuda (default: `device` in params.yaml)")) -> None:
+         device: str = DEVICE) -> None:
     """Train, log every epoch, register the best epoch as alias trained-s<seed>."""
     from xiqa.training.runs import train_model
 

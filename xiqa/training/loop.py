@@ -130,6 +130,31 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def amp_tools(amp: torch.dtype | None, device: torch.device) -> tuple[Callable[[], Any], Any]:
+    """``(autocast, scaler)`` for the autocast dtype ``amp`` (``autocast_dtype``): a factory of
+    the forward's autocast context (a no-op for fp32) and, for fp16, a gradient scaler."""
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else nullcontext
+    return autocast, scaler
+
+
+def optimiser_step(model: nn.Module, loss_fn: nn.Module, optimiser: torch.optim.Optimizer, x: torch.Tensor,
+                   y: torch.Tensor, autocast: Callable[[], Any], scaler: Any) -> torch.Tensor:
+    """One training step on the batch ``(x, y)``: forward under ``autocast``, backward (scaled
+    when ``scaler`` is a gradient scaler) and the optimiser's step; returns the loss."""
+    optimiser.zero_grad(set_to_none=True)
+    with autocast():
+        loss = loss_fn(model(x), y)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+    else:
+        loss.backward()
+        optimiser.step()
+    return loss
+
+
 def stream_seed(seed: int, stream: int) -> int:
     """An independent 63-bit seed for random stream ``stream`` of run ``seed`` (NumPy's
     SeedSequence), so the batch order and the augmentation draws do not share one stream."""
@@ -161,8 +186,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                      pin_memory=dev.type == "cuda")
     loss_fn = nn.CrossEntropyLoss()
     # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    autocast = (lambda: torch.autocast(dev.type, dtype=amp)) if amp is not None else nullcontext
+    autocast, scaler = amp_tools(amp, dev)
     result = TrainResult(best_epoch=0, val_accuracy=float("nan"), val_auc=float("nan"))
     best_state: dict[str, torch.Tensor] | None = None
     bar = _EpochBar(recipe.epochs, len(loader), enabled=progress)
@@ -178,16 +202,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                     images = augment(images, draws)
                 x = normalise(images).contiguous(memory_format=layout)
                 y = labels.to(dev, non_blocking=True)
-                optimiser.zero_grad(set_to_none=True)
-                with autocast():
-                    loss = loss_fn(model(x), y)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimiser)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimiser.step()
+                loss = optimiser_step(model, loss_fn, optimiser, x, y, autocast, scaler)
                 total += loss.item() * len(y)
                 seen += len(y)
                 bar.advance(total / seen)
