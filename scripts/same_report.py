@@ -13,6 +13,7 @@ reports) and logs; a commit whose clone there has its reports is not built again
 from __future__ import annotations
 
 import csv
+import difflib
 import subprocess
 import sys
 import time
@@ -62,6 +63,10 @@ def compare(a: Path, b: Path) -> bool:
         cells = sum(len(r[-width:]) for r in ca)
         print(f"{stem}: markdown {'identical' if md else 'DIFFERS'}, "
               f"{cells} CSV cells {'identical' if values else 'DIFFER'}")
+        if not md:  # show what: a number, or only words
+            lines = difflib.unified_diff((a / f"{stem}.md").read_text().splitlines(),
+                                         (b / f"{stem}.md").read_text().splitlines(), lineterm="", n=0)
+            print("\n".join(f"    {line}" for line in list(lines)[2:12]))
         same &= md and values
     return same
 
