@@ -203,7 +203,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     assert sorted(p.name for p in (root / "models" / "objectcxr-resnet34" / "fr").iterdir()) == ["s1.json"]
     _check_aggregates(root, [1], tmp_path)
     t4_after = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
-    std_cols = [c for c in t4_after.columns if c.endswith(" std")]
+    std_cols = [c for c in t4_after.columns if c.endswith("/pg_std")]
     assert std_cols and t4_after[std_cols].isna().all().all()  # one seed: no std (ddof = 1), not 0
 
     # 6. the sanity checks' parameters re-run only them and the report
