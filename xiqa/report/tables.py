@@ -131,7 +131,7 @@ class Table:
                 data[name("p")] = [x.p_value for x in cells]
             if any(x.note for x in cells):
                 data[name("note")] = [x.note or "" for x in cells]
-        names = [name for c in self.columns for name in [self.keys[c].name("mean")]]
+        names = [self.keys[c].name("mean") for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.key}: two columns share a metric key: {names}")
         missing = [r for r in self.rows if r not in self.ids]
