@@ -249,6 +249,16 @@ def test_tau_is_stated_per_dataset_and_missing_tau_is_said():
     assert "Pointing Game τ on LVOT: not logged (rerun the evaluate and report stages)." in t3.notes
 
 
+def test_the_smoothing_note_quotes_the_logged_sigma_and_kernel_and_says_when_they_are_missing():
+    runs = _runs().assign(**{"params.smooth_sigma": "1.0", "params.smooth_kernel": "11"})
+    notes = _by_key(T.build_tables(runs))["table2"].notes
+    assert "Smoothing: Gaussian σ = 1.0, 11×11 kernel, reflect padding." in notes
+    other = _runs().assign(**{"params.smooth_sigma": "2.5", "params.smooth_kernel": "7"})
+    assert "Smoothing: Gaussian σ = 2.5, 7×7 kernel, reflect padding." in _by_key(T.build_tables(other))["table2"].notes
+    missing = _by_key(T.build_tables(_runs()))["table2"].notes
+    assert "Smoothing: Gaussian, reflect padding (σ and kernel not logged: rerun the report stage)." in missing
+
+
 def test_table8_has_method_and_baseline_rows_and_a_column_per_logged_condition_and_metric():
     t = _by_key(T.build_tables(_runs()))["table8-objectcxr"]
     assert t.rows == [S.method_label(m) for m in S.METHODS] + ["uniform map", "centre Gaussian map"]

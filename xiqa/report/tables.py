@@ -275,12 +275,13 @@ class StudyRuns:
         return f"Pointing Game τ on {_ds_label(ds)}: not logged (rerun the evaluate and report stages)."
 
     def smoothing_note(self) -> str:
-        """The Gaussian smoothing the aggregates were evaluated with (their logged parameters)."""
+        """The Gaussian smoothing the aggregates were evaluated with: their logged parameters,
+        σ quoted as logged (``1.0``, as in params.yaml)."""
         for row in self.aggregates.values():
             sigma, kernel = row.get("params.smooth_sigma"), row.get("params.smooth_kernel")
             if isinstance(sigma, str) and isinstance(kernel, str) and sigma and kernel:
                 k = int(float(kernel))
-                return f"Smoothing: Gaussian σ = {float(sigma):g}, {k}×{k} kernel, reflect padding."
+                return f"Smoothing: Gaussian σ = {sigma}, {k}×{k} kernel, reflect padding."
         return "Smoothing: Gaussian, reflect padding (σ and kernel not logged: rerun the report stage)."
 
 
