@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._cli import add_config_option, configs, set_up  # noqa: E402
 from xiqa.evaluation import localisation as L  # noqa: E402
 from xiqa.evaluation import pointing_game as pg  # noqa: E402
 from xiqa.evaluation import sanity as S  # noqa: E402
@@ -120,21 +121,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--config", action="append", metavar="ARCH:SIZE",
-                        help="replace the default configurations (repeatable), e.g. resnet34:600")
+    add_config_option(parser, "resnet34:600")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA device")
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+    name = set_up(parser, device, args.threads)
     print(f"# localisation / MPRT similarity cost on {name}; torch {torch.__version__}; batch {args.batch}; "
           f"load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'model':<22}{'explain s':>10}{'evaluate s':>11}{'metrics s':>10}{'/explain':>9}{'/evaluate':>10}"
           f"{'stacked s':>10}{'/explain':>9}{'similarity s':>13}{'/explain':>9}")
-    configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.config] if args.config else CONFIGS
-    for arch, size in configs:
+    for arch, size in configs(parser, args.config, CONFIGS):
         t_explain, t_eval, t_metrics, t_stacked, t_sim = measure(arch, size, args.batch, args.repeats, device)
         print(f"{arch + ' ' + str(size) + ' px':<22}{t_explain:>10.3f}{t_eval:>11.3f}{t_metrics:>10.3f}"
               f"{t_metrics / t_explain:>9.3f}{t_metrics / t_eval:>10.3f}{t_stacked:>10.3f}{t_stacked / t_explain:>9.3f}"

@@ -39,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._cli import add_config_option, configs, set_up  # noqa: E402
 from xiqa.models import build, estimate_bn_statistics, layers  # noqa: E402
 from xiqa.models.zoo import get_module  # noqa: E402
 from xiqa.saliency import METHODS, capture, explain  # noqa: E402
@@ -171,27 +172,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 is steadiest on a shared machine")
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--config", action="append", metavar="ARCH:SIZE",
-                        help="replace the default configurations (repeatable), e.g. resnet50:224")
+    add_config_option(parser, "resnet50:224")
     parser.add_argument("--_memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._memory_child:
         memory_child(args._memory_child[0], bool(int(args._memory_child[1])))
         return
     warnings.simplefilter("ignore")  # Captum warns about its hooks on every call
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda, but torch sees no CUDA device")
+    name = set_up(parser, device, args.threads)
     lib_batch = args.library_batch or (args.batch if device == "cuda" else 2)
-    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# saliency benchmark on {name}; torch {torch.__version__}; batch {args.batch}, "
           f"library baseline batch {lib_batch}; load average {os.getloadavg()[0]:.1f} at start")
     print(f"{'model':<22}{'ours s/img':>11}{'bare s/img':>11}{'ours/bare':>10}"
           f"{'| at batch':>10}{'library s/img':>14}{'ours s/img':>11}{'library/ours':>13}")
-    configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.config] if args.config else CONFIGS
-    for arch, size in configs:
+    grid = configs(parser, args.config, CONFIGS)
+    for arch, size in grid:
         torch.manual_seed(0)
         model = build(arch)
         estimate_bn_statistics(model, [torch.randn(2, 3, 64, 64) for _ in range(2)])  # SPEC 10
@@ -221,7 +217,7 @@ def main() -> None:
         what = "CUDA max_memory_allocated" if device == "cuda" else "peak RSS growth of a fresh process"
         print(f"\n# peak memory of NormGrad conv3x3 multi on one image ({what}), MiB")
         print(f"{'model':<22}{'closed form':>12}{'outer products':>16}{'ratio':>8}")
-        for arch, size in configs:
+        for arch, size in grid:
             if size > 300:
                 continue  # the explicit version needs several GiB per layer at 600 px
             torch.manual_seed(0)

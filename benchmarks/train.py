@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._cli import machine_name  # noqa: E402
 
 
 def _split(n: int, size: int, seed: int):
@@ -137,7 +138,7 @@ def part_loop(args, dev: torch.device) -> None:
             stage_steps.append(total_images / sum(steps_images / log.images_per_second for log in logs))
     b, s, t = statistics.median(bare), statistics.median(stage_steps), statistics.median(stage_total)
     print(f"[loop] {args.arch} {args.size}px, batch {args.batch}, {args.images} images x {args.epochs} "
-          f"epochs, augmentation on, {_where(dev)}, {args.repeats} alternating repeats (median)"
+          f"epochs, augmentation on, {machine_name(dev)}, {args.repeats} alternating repeats (median)"
           + (", stage loop WITHOUT MLflow logging" if args.no_mlflow else ""))
     print(f"  bare loop over pre-augmented tensors on the device {b:8.1f} images/s")
     print(f"  stage loop, training steps                         {s:8.1f} images/s   ratio {s / b:.2f}  (target >= 0.90)")
@@ -153,7 +154,7 @@ def part_precision(args, dev: torch.device) -> None:
     split = _split(args.images, args.size, 1)
     x, y = normalise(split.images.to(dev)), split.labels.to(dev)
     print(f"[precision] bare training steps, {args.size}px, batch {args.batch}, {args.images} images, "
-          f"{_where(dev)}, median of {args.repeats} alternating repeats; ratio to fp32 NCHW")
+          f"{machine_name(dev)}, median of {args.repeats} alternating repeats; ratio to fp32 NCHW")
     for arch in args.precision_archs.split(","):
         torch.manual_seed(0)
         init = build(arch)
@@ -204,7 +205,7 @@ def part_augment(args, dev: torch.device) -> None:
             _sync(dev)
             times[name].append(time.perf_counter() - start)
     ours = statistics.median(times["batched (xiqa)"])
-    print(f"[augment] one batch of {args.aug_batch} uint8 images {args.aug_size} px, {_where(dev)}, "
+    print(f"[augment] one batch of {args.aug_batch} uint8 images {args.aug_size} px, {machine_name(dev)}, "
           f"median of {args.repeats}")
     for name, t in times.items():
         m = statistics.median(t)
@@ -273,10 +274,6 @@ def part_load(args) -> None:
         print(f"  prepare: write the cache once             {write:8.2f} s")
         print(f"  load_split x3, memory-mapped, every byte  {m:8.3f} s   decode/mapped {decode / m:.0f}x "
               f"(median of {args.repeats}; page cache warm)")
-
-
-def _where(dev: torch.device) -> str:
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
