@@ -16,7 +16,7 @@ PAPER = REPO / "params-paper.yaml"
 
 def test_params_paper_spells_out_the_schema_defaults_of_every_stage() -> None:
     paper, defaults = load_params(PAPER), Params()
-    for stage in ("data", "prepare", "grid", "train", "randomise", "evaluate", "sanity", "report"):
+    for stage in ("data", "prepare", "grid", "train", "pretrain", "randomise", "evaluate", "sanity", "report"):
         assert getattr(paper, stage) == getattr(defaults, stage), stage
     assert paper.device == "cuda"
     cxr, lvot = paper.train.objectcxr, paper.train.lvot

@@ -114,6 +114,18 @@ class GridParams(_Strict):
     ]
     seeds: list[int] = [1, 2, 3]
     randomised: list[RandomCondition] = ["sr", "fr"]
+    # the architectures of ``models``, each once: the `pretrain` stage's cells (DVC's foreach
+    # needs the list spelled out); empty: derived from ``models``
+    archs: list[Arch] = []
+
+    @model_validator(mode="after")
+    def _archs_of_models(self) -> GridParams:
+        wanted = list(dict.fromkeys(cell.arch for cell in self.models))
+        if not self.archs:
+            object.__setattr__(self, "archs", wanted)
+        elif sorted(set(self.archs)) != sorted(wanted) or len(set(self.archs)) != len(self.archs):
+            raise ValueError(f"archs must list each architecture of models once: {wanted}, got {self.archs}")
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -132,8 +144,11 @@ class Recipe(_Strict):
     lr: float = Field(0.005, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    step_size: int | None = Field(5, ge=1)  # None: constant learning rate
+    step_size: int | None = Field(5, ge=1)  # schedule "step": x gamma every step_size epochs; None: constant
     gamma: float = Field(0.1, gt=0)
+    # "step" (the paper's) or "cosine": half a cosine from lr to 0 over all steps, after the warm-up
+    schedule: Literal["step", "cosine"] = "step"
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up from lr / 10 over this many epochs
     pretrained: bool = True
     augment: bool = True
     max_train_images: int | None = Field(None, ge=1)  # None: the whole train split
@@ -160,6 +175,25 @@ class TrainParams(_Strict):
     def recipe(self, dataset: str) -> Recipe:
         """The recipe of ``dataset``."""
         return getattr(self, dataset)
+
+
+class PretrainParams(_Strict):
+    """``pretrain``: the stand-in for the ImageNet start (SPEC 3), trained once per architecture
+    of the grid when no ImageNet weights are found (:mod:`xiqa.training.pretrain`).
+
+    ``route``: ``fractal`` (FractalDB-style formula-driven classification,
+    :mod:`xiqa.data.fractals`), ``rotation`` (self-supervised: which of four rotations, on the
+    unlabelled *training* scans of every dataset of the grid) or ``none`` (no stand-in: models
+    with ``pretrained: true`` and SR then need ImageNet weights)."""
+    route: Literal["fractal", "rotation", "none"] = "fractal"
+    classes: int = Field(100, ge=2)  # fractal: categories (random iterated function systems)
+    per_class: int = Field(40, ge=1)  # fractal: rendered instances per category
+    image_size: int = Field(64, ge=16)  # the pretext's input side (pixels)
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(0.1, gt=0)  # SGD with Nesterov momentum 0.9, warm-up, then cosine to 0
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
 
 
 class RandomiseParams(_Strict):
@@ -231,6 +265,7 @@ class Params(_Strict):
     prepare: PrepareParams = PrepareParams()
     grid: GridParams = GridParams()
     train: TrainParams = TrainParams()
+    pretrain: PretrainParams = PretrainParams()
     randomise: RandomiseParams = RandomiseParams()
     evaluate: EvaluateParams = EvaluateParams()
     sanity: SanityParams = SanityParams()

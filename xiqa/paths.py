@@ -10,6 +10,9 @@ One place for the layout so that stages, the library and the CLI agree:
 - ``models/<dataset>-<arch>/<condition>/s<seed>.json``  pointers written by `train` /
                                      `randomise` (``run_id``, ``model_uri``, ``version`` or
                                      ``status: skipped`` with a ``reason``)
+- ``models/pretrain/<arch>/``        the `pretrain` stage: ``start.json`` (which start the
+                                     trained and SR models of ``arch`` get) and, for a stand-in,
+                                     ``weights.pt`` (a torchvision-format state dict)
 - ``eval/<dataset>-<arch>/<condition>-s<seed>.json``     pointers written by `evaluate`
 - ``sanity/<dataset>-<arch>/trained-s<seed>.json``      summaries written by `sanity` (MPRT
                                      and random logit of a trained model, with its run id)
@@ -61,6 +64,16 @@ def registered_model_name(dataset: str, arch: str) -> str:
 def model_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:
     """``models/<dataset>-<arch>/<condition>/s<seed>.json``: a registered model's pointer."""
     return root / "models" / model_key(dataset, arch) / condition / f"s{seed}.json"
+
+
+def pretrain_dir(root: Path, arch: str) -> Path:
+    """``models/pretrain/<arch>/``: the `pretrain` stage's output (``start.json``, ``weights.pt``)."""
+    return root / "models" / "pretrain" / arch
+
+
+def pretrain_model_name(arch: str) -> str:
+    """The MLflow registered model of an architecture's stand-in start: ``xiqa-pretrain-resnet34``."""
+    return f"xiqa-pretrain-{arch}"
 
 
 def eval_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:

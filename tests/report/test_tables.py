@@ -89,7 +89,7 @@ def test_every_table_has_every_method_row_and_condition_column():
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
         assert tables[key].rows == labels + BASELINE_ROWS
     assert tables["table4-objectcxr"].columns == [
-        f"{a} · {c}" for a in ("ResNet-34", "EfficientNet-B0") for c in ("SR", "FR", "Trained")]
+        f"{a} · {c}" for a in ("ResNet-34", "EfficientNet-B0") for c in ("SR (skipped)", "FR", "Trained")]
     assert tables["table2"].columns == [f"Object-CXR {a} · smoothing {s}" for a in ("ResNet-34", "EfficientNet-B0")
                                         for s in ("off", "on")]
     assert tables["table6-objectcxr"].columns == ["ResNet-34", "EfficientNet-B0", "DoM", "MMD (RBF)"]
@@ -101,11 +101,30 @@ def test_cells_show_the_logged_mean_std_and_interval_and_skip_reasons():
     cell = t.cell("Grad-CAM", "ResNet-34 · Trained")
     assert (cell.mean, cell.std) == (pytest.approx(0.83), 0.05)
     assert cell.text() == "0.830 ± 0.050 [0.70, 0.90]"
-    assert t.cell("Grad-CAM", "ResNet-34 · SR").text() == "skipped: no ImageNet weights"
+    # a skipped condition: its column says so, its cells stay empty, one table note gives the reason
+    assert t.cell("Grad-CAM", "ResNet-34 · SR (skipped)").text() == "–"
+    assert t.notes.count("SR ResNet-34 skipped: no ImageNet weights: put the file in the cache") == 1
     t2 = _by_key(T.build_tables(_runs()))["table2"]
     assert t2.cell("Grad-CAM", "Object-CXR ResNet-34 · smoothing off").mean == pytest.approx(0.73)
     t6 = _by_key(T.build_tables(_runs()))["table6-objectcxr"]
     assert t6.cell("Grad-CAM", "MMD (RBF)").text() == "0.400 (p = 0.10)"
+
+
+def test_sr_from_a_stand_in_start_is_labelled_so_and_a_note_names_every_start():
+    runs = pd.DataFrame([_agg("lvot", "resnet50", c, 0, 0.5) | {"tags.start": start} for c, start in
+                         (("trained", "stand-in:abc123"), ("sr", "stand-in:abc123"))] +
+                        [_agg("lvot", "resnet50", "fr", 0, 0.2)])
+    tables = _by_key(T.build_tables(runs))
+    t3 = tables["table3-lvot"]
+    assert t3.columns == ["SR (stand-in pretraining)", "FR", "Trained"]
+    assert t3.cell("Grad-CAM", "SR (stand-in pretraining)").mean == pytest.approx(0.5 + METHODS.index("gradcam") / 100)
+    note = [n for n in t3.notes if n.startswith("Start of ResNet-50")]
+    assert note == ["Start of ResNet-50's backbone — Trained: stand-in:abc123; SR: stand-in:abc123 (imagenet: "
+                    "ImageNet weights; stand-in:<run>: the pretrain stage's MLflow run, no ImageNet weights "
+                    "offline; scratch: random)."]
+    assert note[0] in tables["table7"].notes
+    imagenet = runs.assign(**{"tags.start": "imagenet"})
+    assert _by_key(T.build_tables(imagenet))["table3-lvot"].columns == ["SR", "FR", "Trained"]
 
 
 def test_single_seed_cells_have_no_std():
@@ -113,7 +132,7 @@ def test_single_seed_cells_have_no_std():
     t = _by_key(T.build_tables(runs))["table3-lvot"]
     assert t.cell("Grad-CAM", "Trained").std is None
     assert t.cell("Grad-CAM", "Trained").text().startswith("0.530 [")
-    assert t.cell("Grad-CAM", "FR").text() == "not in the grid"
+    assert t.cell("Grad-CAM", "FR (skipped)").text() == "not in the grid"
 
 
 def test_renderers_write_one_file_per_table_per_format(tmp_path):
@@ -121,7 +140,7 @@ def test_renderers_write_one_file_per_table_per_format(tmp_path):
     written = T.write_tables(tables, tmp_path, ["md", "csv", "latex", "html"])
     assert len(written) == 4 * len(tables)
     md = (tmp_path / "table4-objectcxr.md").read_text()
-    assert "| Grad-CAM | skipped: no ImageNet weights | 0.230 ± 0.050 [0.10, 0.30] | 0.830 ± 0.050" in md
+    assert "| Grad-CAM | – | 0.230 ± 0.050 [0.10, 0.30] | 0.830 ± 0.050" in md
     csv = pd.read_csv(tmp_path / "table4-objectcxr.csv", index_col="method")
     assert csv.loc["gradcam", "label"] == "Grad-CAM"
     assert csv.loc["gradcam", "objectcxr/resnet34/trained/pg_mean"] == pytest.approx(0.83)
@@ -149,8 +168,7 @@ def test_csv_rows_carry_the_metric_keys_method_ids_next_to_the_labels_and_whole_
     assert list(t4["label"]) == [S.method_label(m) for m in S.METHODS] + BASELINE_ROWS
     assert (t4["objectcxr/resnet34/sr/pg_note"] == f"skipped: {long}").all()  # never cut in the CSV
     md = (tmp_path / "table4-objectcxr.md").read_text()
-    assert f"| skipped: {T.short_reason(long)} |" in md  # cut for display only
-    assert T.short_reason(long).endswith("…")
+    assert f"skipped: {long}" in md and "| – |" in md  # said once, in the note; the cells stay empty
     t8 = pd.read_csv(tmp_path / "table8-objectcxr.csv", index_col="method")
     assert list(t8.index[-2:]) == [f"baseline_{b}" for b in S.LOC_BASELINES]
     t7 = pd.read_csv(tmp_path / "table7.csv", index_col="model")
@@ -208,7 +226,7 @@ def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp
     assert t4.cell("chance (uniform peak)", "ResNet-34 · Trained").text() == "0.050 [0.04, 0.06]"  # no std
     assert t4.cell("centre peak", "EfficientNet-B0 · FR").text() == "0.250 [0.24, 0.26]"
     assert t4.cell("τ (input pixels)", "ResNet-34 · FR").text() == "3.20"
-    assert t4.cell("chance (uniform peak)", "ResNet-34 · SR").text() == "skipped: no ImageNet weights"
+    assert t4.cell("chance (uniform peak)", "ResNet-34 · SR (skipped)").text() == "–"
     tau_note = ("Pointing Game τ on Object-CXR: 3.2 input pixels (15 px at an input of 600 px, scaled to the "
                 "study's 128 px input); a hit is a peak at distance < τ.")
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):

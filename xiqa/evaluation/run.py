@@ -136,7 +136,8 @@ class EvaluationCell:
         tags = {S.KIND: "evaluation", "dataset": dataset, "arch": arch, "condition": condition,
                 "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
                 "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
-                "git_commit": self.git_commit, "data_md5": self.data_md5}
+                "git_commit": self.git_commit, "data_md5": self.data_md5,
+                **({"start": pointer["start"]} if pointer.get("start") else {})}
         run_params = {"tolerance": ev.tolerance, "tolerance_at": getattr(ev.tolerance_at, dataset),
                       S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
@@ -193,7 +194,8 @@ class EvaluationCell:
                 log.warning("%s version %s: could not tag it with evaluation run %s (%s: %s)",
                             name, pointer["version"], run_id, type(err).__name__, err)
         summary = {"run_id": run_id, "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
-                   "version": pointer.get("version"), "n_images": len(self.scored),
+                   "version": pointer.get("version"), "start": pointer.get("start"),
+                   "n_images": len(self.scored),
                    "constant_maps": int(metrics["constant_maps"]),
                    S.TAU: self.tau_px, "tolerance": ev.tolerance,
                    "tolerance_at": getattr(ev.tolerance_at, dataset), "image_size": self.image_size,

@@ -16,6 +16,7 @@ In a folder the file is found by its official name (:data:`IMAGENET_FILES`, e.g.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,7 +100,9 @@ def resolve_imagenet_weights(arch: str, path: str | Path | None = None) -> Path:
 
 def imagenet_state_dict(arch: str, path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The ImageNet state dict of ``arch`` (1000-way head included), checked against the
-    architecture's parameter names and shapes; see the module docstring for where it looks."""
+    architecture's parameter names and shapes (all but the head's, which the caller drops); see
+    the module docstring for where it looks. A stand-in start (:func:`resolve_start`) is read
+    by the same function from its explicit path."""
     import torch
 
     from xiqa.models.zoo import constructor, spec
@@ -118,9 +121,48 @@ def imagenet_state_dict(arch: str, path: str | Path | None = None) -> dict[str, 
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in constructor(arch)().state_dict().items()}
     missing = sorted(set(expected) - set(state))
-    bad = sorted(k for k in expected.keys() & state.keys() if tuple(state[k].shape) != expected[k])
+    # the head is dropped at load time, so its shape may differ (a stand-in's pretext head)
+    head = spec(arch).head + "."
+    bad = sorted(k for k in expected.keys() & state.keys()
+                 if tuple(state[k].shape) != expected[k] and not k.startswith(head))
     if missing or bad:
         what = (f"missing {missing[0]}" if missing else
                 f"{bad[0]} has shape {tuple(state[bad[0]].shape)}, expected {expected[bad[0]]}")
         raise XiqaError(f"{file}: not ImageNet weights of {arch} ({what})")
     return {k: state[k] for k in expected}
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a fine-tuned or SR backbone comes from (SPEC 3): ``label`` is ``imagenet`` or
+    ``stand-in:<pretrain run id>``, ``path`` the state dict file that
+    :func:`imagenet_state_dict` reads."""
+
+    label: str
+    path: Path
+
+
+def resolve_start(root: Path, arch: str, imagenet: str | Path | None = None) -> Start:
+    """The backbone start of ``arch``: real ImageNet weights when any are found (they always
+    win; see the module docstring), else the `pretrain` stage's stand-in
+    (``models/pretrain/<arch>/``), else :class:`WeightsUnavailable` saying how to get either."""
+    import json
+
+    from xiqa.paths import pretrain_dir
+
+    try:
+        return Start("imagenet", resolve_imagenet_weights(arch, imagenet))
+    except WeightsUnavailable as err:
+        folder = pretrain_dir(Path(root), arch)
+        pointer = folder / "start.json"
+        try:
+            start = json.loads(pointer.read_text())
+        except FileNotFoundError:
+            raise WeightsUnavailable(f"{err}, or run the pretrain stage for a stand-in start "
+                                     f"(`dvc repro pretrain@{arch}`)") from None
+        except ValueError:
+            raise XiqaError(f"{pointer}: not valid JSON (rerun `dvc repro -f pretrain@{arch}`)") from None
+        if start.get("start", "").startswith("stand-in:") and (folder / start.get("weights", "")).is_file():
+            return Start(start["start"], folder / start["weights"])
+        raise WeightsUnavailable(f"{err}; {pointer} names no stand-in start "
+                                 f"({start.get('reason') or start.get('start')})") from None

@@ -85,9 +85,11 @@ def _caption(path: Path) -> str:
             "seeds": "trained models, seeds side by side (cf. Fig. 4)",
             "architectures": "trained architectures side by side (cf. Fig. 6)",
             "sanity": "model-parameter randomisation test (Adebayo et al. 2018): similarity of each method's maps "
-                      "to the trained model's as the model is randomised from the logits down, mean over seeds"
+                      "to the trained model's as the model is randomised from the logits down, mean over seeds",
+            "training": "learning curves of the trained models (training loss, validation AUC per epoch) and "
+                        "of the stand-in pretext they started from"
             }.get(layout, layout)
-    if layout == "sanity":
+    if layout in ("sanity", "training"):
         return f"{S.DATASET_LABELS.get(ds, ds)}: {what}."
     return (f"{S.DATASET_LABELS.get(ds, ds)}: {what}. "
             "Red: ground-truth boxes; cross: the map's peak (white hit, black miss).")

@@ -200,3 +200,48 @@ def sanity_figure(rows: Sequence[tuple[str, Sequence[str], dict[str, dict[str, l
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.4)
     return fig
+
+
+def training_figure(models: Sequence[tuple[str, dict[str, list[tuple[int, float]]]]],
+                    pretext: Sequence[tuple[str, dict[str, list[tuple[int, float]]]]], title: str = ""):
+    """Learning curves: one line per trained model (``(label, {"train_loss": [(epoch, v)],
+    "val_auc": [...]})``) in a training-loss and a validation-AUC panel, with ln 2 (the loss of
+    always answering 0.5) and AUC 0.5 (chance) dashed; a third panel, when ``pretext`` is given,
+    the pretext loss and accuracy per epoch of each stand-in start (``pretext_loss``,
+    ``pretext_accuracy``)."""
+    if not models:
+        raise XiqaError(f"figure {title!r}: no training history to draw")
+    panels = 3 if pretext else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for c, (key, name, chance) in enumerate((("train_loss", "training loss (cross-entropy)", float(np.log(2))),
+                                             ("val_auc", "validation ROC AUC", 0.5))):
+        ax = axes[0][c]
+        for i, (label, curves) in enumerate(models):
+            points = curves.get(key, [])
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, linewidth=1.1,
+                        color=cmap(i % 10), label=label)
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=5, loc="upper right")
+    if pretext:
+        ax = axes[0][2]
+        for i, (label, curves) in enumerate(pretext):
+            for key, style in (("pretext_loss", "-"), ("pretext_accuracy", ":")):
+                points = curves.get(key, [])
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, linewidth=1.1,
+                            color=cmap(i % 10), label=f"{label} {key.split('_')[1]}")
+        ax.set_xlabel("pretext epoch", fontsize=7)
+        ax.set_title("stand-in pretext: loss (solid), accuracy (dotted)", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=5, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.4)
+    return fig

@@ -65,6 +65,11 @@ class _Grid:
     geometry: dict[str, dict] = field(default_factory=dict)  # dataset -> τ and how it was derived
     samples: dict[tuple[str, str, str, int], SampleMaps] = field(default_factory=dict)
     skipped: dict[Key, str] = field(default_factory=dict)
+    starts: dict[Key, list[str]] = field(default_factory=dict)  # the backbone start of each seed's model
+    # learning curves of the trained models {(ds, arch, seed): {metric: [(epoch, value)]}} and of
+    # the stand-in starts {start: {metric: [(epoch, value)]}}
+    curves: dict[tuple[str, str, int], dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
+    pretext: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     classif: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
     sanity: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
@@ -136,6 +141,8 @@ def _gather(root: Path, params: Params, client: MlflowClient, tmp: Path) -> _Gri
                 artifacts = _EvaluationArtifacts(client, pointer, pointer_path, dst)
                 frame = artifacts.csv("per_image.csv")
                 grid.frames.setdefault(key, []).append((seed, frame))
+                if pointer.get("start"):
+                    grid.starts.setdefault(key, []).append(pointer["start"])
                 grid.baselines.setdefault(key, []).append(artifacts.csv("baselines.csv"))
                 this = _geometry(pointer, pointer_path)
                 if grid.geometry.setdefault(cell.dataset, this) != this:
@@ -153,6 +160,12 @@ def _gather(root: Path, params: Params, client: MlflowClient, tmp: Path) -> _Gri
                 if cond == "trained":
                     grid.classif.setdefault((cell.dataset, cell.arch), []).append(
                         artifacts.model_run_metrics())
+                    grid.curves[(cell.dataset, cell.arch, seed)] = artifacts.histories(
+                        pointer["model_run_id"], ("train_loss", "val_auc"))
+                    start = pointer.get("start") or ""
+                    if start.startswith("stand-in:") and start not in grid.pretext:
+                        grid.pretext[start] = artifacts.histories(
+                            start.split(":", 1)[1], ("pretext_loss", "pretext_accuracy"))
     if found is None:
         raise XiqaError("params.yaml: the grid has no evaluated model (every one was skipped)")
     grid.sanity = {(c.dataset, c.arch): _sanity(root, c.dataset, c.arch, cells.seeds) for c in cells.models}
@@ -198,6 +211,17 @@ class _EvaluationArtifacts:
         import pandas as pd
 
         return pd.read_csv(self.path(name))
+
+    def histories(self, run_id: str, keys: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+        """The metric histories ``keys`` of run ``run_id`` as ``[(step, value)]`` sorted by step
+        (a key the run never logged is left out)."""
+        out = {}
+        for key in keys:
+            history = self._call(f"read the {key} history of model run {run_id}, evaluated by",
+                                 lambda k=key: self.client.get_metric_history(run_id, k))
+            if history:
+                out[key] = sorted((int(m.step), float(m.value)) for m in history)
+        return out
 
     def model_run_metrics(self) -> dict[str, float]:
         """The final metrics of the training / randomisation run of the evaluated model."""
@@ -280,6 +304,8 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
                                if S.sanity_metric(stat, agg, m) in sanity_stats} for m in methods}
                     for stat in S.SANITY_STATS}
             tags |= {"seeds": ",".join(str(s) for s, _ in grid.frames[key])}
+            if grid.starts.get(key):
+                tags["start"] = ",".join(dict.fromkeys(grid.starts[key]))
             if key in grid.skipped:
                 tags[S.REASON] = f"some seeds skipped: {grid.skipped[key]}"
             with store.experiment_run(exp, name, tags):
@@ -337,6 +363,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
             arch_json.setdefault(ds, {}).setdefault(what, {})[stat] = round(value, 6)
         made = _figures(ds, archs, params.grid.seeds, grid.samples, figures_dir)
         made += _sanity_figure(ds, archs, grid.sanity, grid.methods, figures_dir)
+        made += _training_figure(ds, archs, params.grid.seeds, grid, figures_dir)
         tags = base_tags | {S.KIND: "study", "dataset": ds, "archs": ",".join(archs)}
         with store.experiment_run(exp, f"study {ds}", tags):
             mlflow.log_params({"permutations": ev.permutations, "seed": ev.seed})
@@ -375,6 +402,28 @@ def _figures(ds: str, archs: list[str], seeds: list[int], samples: dict, out: Pa
         save(F.architectures_figure(by_arch, f"{S.DATASET_LABELS.get(ds, ds)}: architectures side by side "
                                              f"(trained seed {s1}), smoothed"), "architectures")
     return made
+
+
+def _training_figure(ds: str, archs: Sequence[str], seeds: Sequence[int], grid: _Grid, out: Path) -> list[Path]:
+    """``training-<ds>.png``: training loss and validation AUC per epoch of every trained model
+    of ``ds``, and the pretext curves of the stand-in starts they began from."""
+    from xiqa.report import figures as F
+
+    models = [(f"{S.ARCH_LABELS.get(a, a)} s{s}", grid.curves[(ds, a, s)]) for a in archs for s in seeds
+              if grid.curves.get((ds, a, s))]
+    if not models:
+        return []
+    starts = dict.fromkeys(st for a in archs for st in grid.starts.get((ds, a, "trained"), []))
+    pretext = [(f"{st.split(':', 1)[0]} {run_arch}", grid.pretext[st]) for st in starts if st in grid.pretext
+               for run_arch in [_start_arch(st, archs, grid, ds)]]
+    out.mkdir(parents=True, exist_ok=True)
+    fig = F.training_figure(models, pretext, f"{S.DATASET_LABELS.get(ds, ds)}: learning curves of the trained "
+                                             "models (dashed: ln 2 and AUC 0.5, a model that learned nothing)")
+    return [F.save_figure(fig, out / f"training-{ds}.png")]
+
+
+def _start_arch(start: str, archs: Sequence[str], grid: _Grid, ds: str) -> str:
+    return next((S.ARCH_LABELS.get(a, a) for a in archs if start in grid.starts.get((ds, a, "trained"), [])), "")
 
 
 def _sanity_figure(ds: str, archs: Sequence[str], sanity: dict, methods: list[str], out: Path) -> list[Path]:

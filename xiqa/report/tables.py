@@ -216,7 +216,8 @@ class StudyRuns:
             return None, Cell(note="not in the grid")
         if _tag(row, S.STATUS) == "skipped":
             reason = _tag(row, S.REASON, "no reason logged")
-            return None, Cell(note=f"skipped: {reason}", short_note=f"skipped: {short_reason(reason)}")
+            # the displayed cell stays empty: the column's label and one table note say why
+            return None, Cell(note=f"skipped: {reason}", short_note="–")
         return row, None
 
     def baseline_cell(self, ds: str, arch: str, cond: str, baseline: str) -> Cell:
@@ -283,6 +284,32 @@ class StudyRuns:
                 k = int(float(kernel))
                 return f"Smoothing: Gaussian σ = {sigma}, {k}×{k} kernel, reflect padding."
         return "Smoothing: Gaussian, reflect padding (σ and kernel not logged: rerun the report stage)."
+
+
+def condition_label(study: StudyRuns, ds: str, arch: str, cond: str) -> str:
+    """A condition's column label: ``SR (stand-in pretraining)`` when its backbone did not
+    start from ImageNet, ``… (skipped)`` when it has no numbers (a table note says why)."""
+    label = S.CONDITION_LABELS.get(cond, cond)
+    row = study.aggregates.get((ds, arch, cond))
+    if row is None or _tag(row, S.STATUS) == "skipped":
+        return f"{label} (skipped)"
+    if cond == "sr" and any(s != "imagenet" for s in _tag(row, "start").split(",") if s):
+        return f"{label} (stand-in pretraining)"
+    return label
+
+
+def start_notes(study: StudyRuns, ds: str) -> list[str]:
+    """One note per architecture naming where its trained and SR backbones started (SPEC 3)."""
+    notes = []
+    for arch in study.archs.get(ds, []):
+        starts = {cond: _tag(row, "start") for cond in ("trained", "sr")
+                  if (row := study.aggregates.get((ds, arch, cond))) is not None and _tag(row, "start")}
+        if starts:
+            said = "; ".join(f"{S.CONDITION_LABELS[c]}: {v.replace(',', ', ')}" for c, v in starts.items())
+            notes.append(f"Start of {_arch_label(arch)}'s backbone — {said} (imagenet: ImageNet weights; "
+                         "stand-in:<run>: the pretrain stage's MLflow run, no ImageNet weights offline; "
+                         "scratch: random).")
+    return notes
 
 
 def short_reason(reason: str, limit: int = 60) -> str:
@@ -373,14 +400,14 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
     spec = []
     for arch in archs:
         for cond in S.CONDITIONS:
-            col = t.add_column(S.CONDITION_LABELS[cond] if len(archs) == 1
-                               else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}",
+            label = condition_label(study, ds, arch, cond)
+            col = t.add_column(label if len(archs) == 1 else f"{_arch_label(arch)} · {label}",
                                ColumnKey(f"{ds}/{arch}/{cond}", "pg"))
             spec.append((col, ds, arch, cond))
             for m in study.methods:
                 t.cells[(labels[m], col)] = study.pg_cell(ds, arch, cond, m)
     _add_baselines_and_tau(t, study, spec)
-    t.notes += _skip_notes(study, ds)
+    t.notes += _skip_notes(study, ds) + start_notes(study, ds)
     return t
 
 
@@ -452,14 +479,14 @@ def localisation_table(study: StudyRuns, ds: str) -> Table:
             if study._logged(ds, arch, cond)[0] is None:
                 continue  # skipped or not in the grid: four columns of the same note say nothing (see notes)
             for k in S.LOC_METRICS:
-                head = (S.CONDITION_LABELS[cond] if len(archs) == 1
-                        else f"{_arch_label(arch)} · {S.CONDITION_LABELS[cond]}")
+                label = condition_label(study, ds, arch, cond)
+                head = label if len(archs) == 1 else f"{_arch_label(arch)} · {label}"
                 col = t.add_column(f"{head} · {S.LOC_METRIC_LABELS[k]}", ColumnKey(f"{ds}/{arch}/{cond}", k))
                 for m in study.methods:
                     t.cells[(labels[m], col)] = study.loc_cell(ds, arch, cond, k, m)
                 for b in S.LOC_BASELINES:
                     t.cells[(S.LOC_BASELINE_LABELS[b], col)] = study.loc_baseline_cell(ds, arch, cond, k, b)
-    t.notes += _skip_notes(study, ds)
+    t.notes += _skip_notes(study, ds) + start_notes(study, ds)
     return t
 
 
@@ -528,6 +555,7 @@ def classification_table(study: StudyRuns) -> Table:
                 mean = None if row is None else _num(row, f"{name}_mean")
                 t.cells[(row_label, col)] = (Cell(mean=mean, std=_num(row, f"{name}_std"))
                                              if mean is not None else Cell(note="not logged"))
+        t.notes += start_notes(study, ds)
     return t
 
 

@@ -124,12 +124,13 @@ def pip_requirements(library: str) -> list[str]:
 
 def register(model: nn.Module, *, dataset: str, arch: str, library: str, condition: str,
              seed: int, image_size: int, data_md5: str, git_commit: str,
-             val_auc: float | None = None) -> Registered:
+             val_auc: float | None = None, start: str | None = None) -> Registered:
     """Log ``model`` (pickle format; ``library``: the distribution that builds ``arch``, a
     requirement of the logged model) in the active run, register it as a new version of
     ``xiqa-<dataset>-<arch>`` with its tags, point ``<condition>-s<seed>`` at it and, for
-    ``trained``, recompute ``best``. Call it last in a run: a failure before it registers
-    nothing."""
+    ``trained``, recompute ``best``. ``start`` (``imagenet``, ``stand-in:<run id>`` or
+    ``scratch``) is tagged and said in the version's description. Call it last in a run: a
+    failure before it registers nothing."""
     import mlflow
     import mlflow.pytorch
 
@@ -151,13 +152,65 @@ def register(model: nn.Module, *, dataset: str, arch: str, library: str, conditi
             "image_size": str(image_size)}
     if val_auc is not None:
         tags["val_auc"] = repr(float(val_auc))
+    if start is not None:
+        tags["start"] = start
     mv = mlflow.register_model(info.model_uri, name, tags=tags)
     client = mlflow.MlflowClient()
+    if start is not None:
+        client.update_model_version(name, mv.version, description=describe_start(condition, seed, start))
     alias = alias_name(condition, seed)
     client.set_registered_model_alias(name, alias, mv.version)
     if condition == "trained":
         update_best(client, name)
     return Registered(name, str(mv.version), run.info.run_id, f"models:/{name}/{mv.version}", alias)
+
+
+def register_stand_in(model: nn.Module, *, arch: str, library: str, image_size: int,
+                      tags: dict[str, str]) -> Registered:
+    """Log a `pretrain` stand-in backbone (pickle format, its pretext head included) in the active
+    run and register it as a new version of ``xiqa-pretrain-<arch>`` with ``tags``, aliased
+    ``stand-in``."""
+    import mlflow
+    import mlflow.pytorch
+
+    from xiqa.paths import pretrain_model_name
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("register_stand_in() needs an active MLflow run")
+    name = pretrain_model_name(arch)
+    classes = getattr(_head_of(model), "out_features", 2)
+    quiet = logging.getLogger("mlflow.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        info = mlflow.pytorch.log_model(
+            model.cpu().eval(), name=MODEL_ARTIFACT, serialization_format="pickle",
+            signature=signature(image_size, classes), pip_requirements=pip_requirements(library))
+    finally:
+        quiet.setLevel(level)
+    mv = mlflow.register_model(info.model_uri, name, tags={**tags, "arch": arch})
+    client = mlflow.MlflowClient()
+    client.update_model_version(name, mv.version, description=(
+        f"Stand-in start of {arch} (no ImageNet weights offline): pretext {tags.get('route')}, "
+        f"run {run.info.run_id}; the trained and SR models record it as start stand-in:{run.info.run_id}."))
+    client.set_registered_model_alias(name, "stand-in", mv.version)
+    return Registered(name, str(mv.version), run.info.run_id, f"models:/{name}/{mv.version}", "stand-in")
+
+
+def _head_of(model: nn.Module) -> nn.Module | None:
+    from torch import nn as tnn
+
+    linears = [m for m in model.modules() if isinstance(m, tnn.Linear)]
+    return linears[-1] if linears else None
+
+
+def describe_start(condition: str, seed: int, start: str) -> str:
+    """The registered version's description: its condition and seed, and where its backbone
+    started (``imagenet``, ``stand-in:<pretrain run id>`` or ``scratch``)."""
+    what = {"imagenet": "ImageNet weights", "scratch": "random initialisation (no pretraining)"}
+    origin = what.get(start) or f"the stand-in pretraining of MLflow run {start.split(':', 1)[1]}"
+    return f"{condition} model, seed {seed}; backbone start: {start} ({origin})."
 
 
 def update_best(client: MlflowClient, name: str) -> str | None:

@@ -155,6 +155,27 @@ def optimiser_step(model: nn.Module, loss_fn: nn.Module, optimiser: torch.optim.
     return loss
 
 
+def lr_schedule(optimiser: torch.optim.Optimizer, recipe: Recipe,
+                steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning rate per optimiser step (stepped after every batch): a linear warm-up from
+    lr / 10 over ``recipe.warmup_epochs``, then ``step`` (× gamma every ``step_size`` epochs;
+    constant when ``step_size`` is None, the paper's LVOT recipe) or ``cosine`` (half a cosine
+    to 0 at the last step)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    warmup = round(recipe.warmup_epochs * steps_per_epoch)
+    total = max(recipe.epochs * steps_per_epoch, 1)
+
+    def factor(step: int) -> float:
+        ramp = 0.1 + 0.9 * step / warmup if step < warmup else 1.0
+        if recipe.schedule == "cosine":
+            after = max(step - warmup, 0) / max(total - warmup, 1)
+            return ramp * 0.5 * (1 + math.cos(math.pi * min(after, 1.0)))
+        return ramp * (recipe.gamma ** (step // (recipe.step_size * steps_per_epoch)) if recipe.step_size else 1.0)
+
+    return LambdaLR(optimiser, factor)
+
+
 def stream_seed(seed: int, stream: int) -> int:
     """An independent 63-bit seed for random stream ``stream`` of run ``seed`` (NumPy's
     SeedSequence), so the batch order and the augmentation draws do not share one stream."""
@@ -177,13 +198,12 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     amp = autocast_dtype(recipe.precision, dev)
     optimiser = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
-    schedule = (torch.optim.lr_scheduler.StepLR(optimiser, recipe.step_size, recipe.gamma)
-                if recipe.step_size else None)
     order = torch.Generator().manual_seed(seed)
     draws = torch.Generator().manual_seed(stream_seed(seed, 1)) if recipe.augment else None
     loader = batches(train_split, recipe.batch_size, shuffle=True, generator=order,
                      num_workers=recipe.num_workers, drop_singleton=True,
                      pin_memory=dev.type == "cuda")
+    schedule = lr_schedule(optimiser, recipe, steps_per_epoch=max(1, len(loader)))
     loss_fn = nn.CrossEntropyLoss()
     # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range
     autocast, scaler = amp_tools(amp, dev)
@@ -202,16 +222,16 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                     images = augment(images, draws)
                 x = normalise(images).contiguous(memory_format=layout)
                 y = labels.to(dev, non_blocking=True)
-                loss = optimiser_step(model, loss_fn, optimiser, x, y, autocast, scaler)
-                total += loss.item() * len(y)
+                loss = optimiser_step(model, loss_fn, optimiser, x, y, autocast, scaler).item()
+                if not math.isfinite(loss):  # stop at once: nothing after it can be kept
+                    raise XiqaError(f"training diverged at epoch {epoch}, step {seen // recipe.batch_size + 1} "
+                                    f"(train loss {loss}); lower the learning rate "
+                                    f"(train.{train_split.dataset}.lr, now {recipe.lr:g})")
+                total += loss * len(y)
                 seen += len(y)
-                bar.advance(total / seen)
-            if schedule is not None:
                 schedule.step()
+                bar.advance(total / seen)
             train_loss = total / max(seen, 1)
-            if not math.isfinite(train_loss):
-                raise XiqaError(f"training diverged at epoch {epoch} (train loss {train_loss}); "
-                                f"lower the learning rate (train.<dataset>.lr, now {recipe.lr})")
             seconds = time.perf_counter() - start
             recalibrate_batchnorm(model, train_split, recipe.bn_recalibration, recipe.batch_size, dev)
             val = score(model, val_split, recipe.batch_size, dev)

@@ -45,6 +45,7 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
 
     from xiqa.models import build, spec
     from xiqa.models.init import initialise
+    from xiqa.models.weights import resolve_start
     from xiqa.tracking.registry import log_data_input, register
     from xiqa.tracking.store import mark_complete, tracked_run
     from xiqa.training.loop import resolve_device, score, seed_everything, train
@@ -56,15 +57,17 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
     train_split, val_split, test_split = _splits(root, dataset, recipe.image_size,
                                                  ("train", "val", "test"))
     train_split = train_split.head(recipe.max_train_images)
+    start = resolve_start(root, arch, params.randomise.imagenet_weights) if recipe.pretrained else None
     seed_everything(seed)
     model = build(arch)
     initialise(model, arch, "trained", seed, pretrained=recipe.pretrained,
-               weights=params.randomise.imagenet_weights)
+               weights=start.path if start else None)
+    label = start.label if start else "scratch"
     run_params = {"dataset": dataset, "arch": arch, "condition": "trained", "seed": seed,
                   "device": device, **recipe.model_dump(), "n_train": len(train_split),
                   "n_val": len(val_split), "n_test": len(test_split),
-                  "imagenet_weights": params.randomise.imagenet_weights, **ctx}
-    tags = _tags(dataset, arch, "trained", seed, ctx)
+                  "imagenet_weights": params.randomise.imagenet_weights, "start": label, **ctx}
+    tags = {**_tags(dataset, arch, "trained", seed, ctx), "start": label}
     with tracked_run(root, dataset, f"trained-{arch}-s{seed}", run_params, tags):
         log_data_input(root, dataset, ctx["data_md5"])
         result = train(model, train_split, val_split, recipe, seed=seed, device=device,
@@ -77,11 +80,86 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
         mlflow.log_metrics(metrics)
         registered = register(model, dataset=dataset, arch=arch, library=spec(arch).library,
                               condition="trained", seed=seed, image_size=recipe.image_size,
-                              val_auc=result.val_auc, **ctx)
+                              val_auc=result.val_auc, start=label, **ctx)
     pointer = _write_pointer(root, dataset, arch, "trained", seed,
                              registered.pointer(**_about(dataset, arch, "trained", seed), **ctx,
-                                                metrics=metrics))
+                                                start=label, metrics=metrics))
     mark_complete([registered.run_id])
+    return pointer
+
+
+def pretrain_model(root: Path, params: Params, arch: str, device: str | None = None) -> dict[str, Any]:
+    """The `pretrain` stage: decide the start of ``arch``'s trained and SR models and write
+    ``models/pretrain/<arch>/start.json``. Real ImageNet weights win (the pointer only says so);
+    ``pretrain.route: none`` writes a pointer without a start; otherwise the stand-in is trained
+    (:mod:`xiqa.training.pretrain`), logged (experiment ``xiqa-pretrain``: pretext loss and
+    accuracy per epoch, images/s, seconds), registered as ``xiqa-pretrain-<arch>`` and written
+    as ``weights.pt``, a torchvision-format state dict. Returns the pointer."""
+    from xiqa.io import atomic_path, write_json
+    from xiqa.models.weights import WeightsUnavailable, resolve_imagenet_weights
+    from xiqa.paths import pretrain_dir
+
+    p = params.pretrain
+    folder = pretrain_dir(root, arch)
+    weights_file = folder / "weights.pt"
+    about = {"arch": arch, "route": p.route}
+    try:
+        found = resolve_imagenet_weights(arch, params.randomise.imagenet_weights)
+    except WeightsUnavailable as err:
+        reason = str(err)
+    else:
+        return _write_start(folder, {"start": "imagenet", "imagenet_weights": str(found), **about})
+    if p.route == "none":
+        return _write_start(folder, {"start": "none", "reason": f"pretrain.route is none; {reason}", **about})
+
+    import mlflow
+    import torch
+
+    from xiqa.models import build, spec
+    from xiqa.tracking.registry import register_stand_in
+    from xiqa.tracking.store import experiment_id, experiment_run, mark_complete
+    from xiqa.training import pretrain as pt
+    from xiqa.training.loop import resolve_device, seed_everything
+
+    dev = resolve_device(device or params.device)
+    if p.route == "fractal":
+        data = pt.fractal_data(p)
+    else:  # the training splits only: no label, no validation or test scan
+        datasets = sorted({cell.dataset for cell in params.grid.models})
+        data = pt.rotation_data([s.images for s in (_splits(root, d, params.train.recipe(d).image_size,
+                                                             ("train",))[0] for d in datasets)], p.image_size)
+    seed_everything(p.seed, dev)
+    model = build(arch, num_classes=data.classes)
+    run_params = {"arch": arch, **p.model_dump(), "n_images": len(data.images), "device": str(dev),
+                  "render_seconds": round(data.seconds, 3)}
+    from xiqa.tracking.store import COMPLETE_TAG, git_commit
+
+    tags = {"xiqa.kind": "pretrain", "arch": arch, "route": p.route, "git_commit": git_commit(root),
+            COMPLETE_TAG: "false"}  # until start.json is written
+    with experiment_run(experiment_id(root, "xiqa-pretrain"), f"pretrain-{arch}", tags, run_params) as run:
+        history = pt.pretrain(model, data, p, device=dev,
+                              on_epoch=lambda log: mlflow.log_metrics(log.metrics(), step=log.epoch))
+        seconds = sum(h.epoch_seconds for h in history)
+        mlflow.log_metrics({"pretext_seconds": seconds, "final_pretext_accuracy": history[-1].pretext_accuracy,
+                            "final_pretext_loss": history[-1].pretext_loss})
+        label = f"stand-in:{run.info.run_id}"
+        with atomic_path(weights_file) as tmp:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        registered = register_stand_in(model, arch=arch, library=spec(arch).library,
+                                       image_size=p.image_size, tags={"route": p.route, "start": label})
+    pointer = {"start": label, "weights": weights_file.name, **about, **registered.pointer(),
+               "pretext_seconds": round(seconds, 3), "pretext_accuracy": history[-1].pretext_accuracy}
+    write_json(folder / "start.json", pointer)
+    mark_complete([run.info.run_id])
+    return pointer
+
+
+def _write_start(folder: Path, pointer: dict[str, Any]) -> dict[str, Any]:
+    """A `pretrain` pointer without a stand-in: any earlier stand-in's weights go."""
+    from xiqa.io import write_json
+
+    (folder / "weights.pt").unlink(missing_ok=True)
+    write_json(folder / "start.json", pointer)
     return pointer
 
 
@@ -108,18 +186,20 @@ def randomise_model(root: Path, params: Params, dataset: str, arch: str, conditi
 def _randomise(root: Path, params: Params, dataset: str, arch: str, condition: str,
                seed: int, device: str | None) -> dict[str, Any]:
     """One seed of :func:`randomise_models`; its run is left marked incomplete."""
-    from xiqa.models.weights import WeightsUnavailable, resolve_imagenet_weights
+    from xiqa.models.weights import WeightsUnavailable, resolve_start
 
     if condition not in ("sr", "fr"):
         raise ValueError(f"condition must be sr or fr, got {condition!r}")
     about = _about(dataset, arch, condition, seed)
-    weights = params.randomise.imagenet_weights
+    start = None
     if condition == "sr":  # decided before torch and MLflow are imported: a skip costs ~1 s
         try:
-            resolve_imagenet_weights(arch, weights)
+            start = resolve_start(root, arch, params.randomise.imagenet_weights)
         except WeightsUnavailable as err:
             return _write_pointer(root, dataset, arch, condition, seed,
                                   {"status": "skipped", "reason": str(err), **about})
+    weights = start.path if start else None
+    label = start.label if start else None  # FR has no start: every parameter is drawn
 
     import mlflow
     import torch
@@ -138,8 +218,9 @@ def _randomise(root: Path, params: Params, dataset: str, arch: str, condition: s
     model = initialise(build(arch), arch, condition, seed, weights=weights).to(dev)
     run_params = {"dataset": dataset, "arch": arch, "condition": condition, "seed": seed,
                   "device": device, "image_size": recipe.image_size,
-                  "imagenet_weights": weights if condition == "sr" else None, **ctx}
-    tags = _tags(dataset, arch, condition, seed, ctx)
+                  "imagenet_weights": params.randomise.imagenet_weights if condition == "sr" else None,
+                  "start": label, **ctx}
+    tags = {**_tags(dataset, arch, condition, seed, ctx), **({"start": label} if label else {})}
     with tracked_run(root, dataset, f"{condition}-{arch}-s{seed}", run_params, tags):
         log_data_input(root, dataset, ctx["data_md5"])
         val = score(model, val_split, recipe.batch_size, dev)
@@ -149,9 +230,9 @@ def _randomise(root: Path, params: Params, dataset: str, arch: str, condition: s
         mlflow.log_metrics(metrics)
         registered = register(model, dataset=dataset, arch=arch, library=spec(arch).library,
                               condition=condition, seed=seed, image_size=recipe.image_size,
-                              data_md5=ctx["data_md5"], git_commit=ctx["git_commit"])
+                              data_md5=ctx["data_md5"], git_commit=ctx["git_commit"], start=label)
     return _write_pointer(root, dataset, arch, condition, seed,
-                          registered.pointer(**about, **ctx, metrics=metrics))
+                          registered.pointer(**about, **ctx, start=label, metrics=metrics))
 
 
 def _tags(dataset: str, arch: str, condition: str, seed: int, ctx: dict[str, str]) -> dict[str, str]:
