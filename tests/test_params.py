@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_repository_params_yaml_is_valid_and_grouped_by_stage():
     params = load_params(REPO / "params.yaml")
     assert params.data.objectcxr.source == "phantom"
-    assert params.prepare.fractions == (0.4, 0.1, 0.5)  # the demo: half of the data is test data
+    assert params.prepare.fractions == (0.8, 0.1, 0.1)  # the demo: the paper's split of more phantoms
     # SPEC 2.3: at least 60 scored (positive) test images per model; labels are balanced and the
     # split is stratified by label, so half of the test split has boxes
     cxr, lvot = params.data.objectcxr, params.data.lvot
