@@ -74,7 +74,7 @@ def probe(model: nn.Module, input_shape: tuple[int, ...], device: torch.device |
           n_classes: int = 2) -> dict[str, float]:
     """Median wall-clock seconds of one training step (zero grad, forward under autocast,
     cross-entropy, backward) of a copy of ``model`` in train mode on a synthetic float32 batch of
-    ``input_shape`` ``[N, C, H, W]``, per precision of ``precisions`` (``fp32``, ``bf16``,
+    ``input_shape`` ``[N, C, H, W]`` (N at least 2), per precision of ``precisions`` (``fp32``, ``bf16``,
     ``fp16``). One warm-up step each (kernel selection), then ``steps`` rounds alternating the
     precisions so that load from other processes hits them alike. ``model`` and the global RNG
     state are left as they were."""
@@ -82,11 +82,13 @@ def probe(model: nn.Module, input_shape: tuple[int, ...], device: torch.device |
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     layout = torch.channels_last if channels_last else torch.contiguous_format
     times: dict[str, list[float]] = {p: [] for p in precisions}
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    shape = (max(2, input_shape[0]), *input_shape[1:])  # as training, which drops a batch of one
+    with torch.random.fork_rng(devices=cuda):
         net = copy.deepcopy(model).to(dev).to(memory_format=layout).train()
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(input_shape, generator=g).to(dev).contiguous(memory_format=layout)
-        y = (torch.arange(input_shape[0]) % n_classes).to(dev)
+        x = torch.randn(shape, generator=g).to(dev).contiguous(memory_format=layout)
+        y = (torch.arange(shape[0]) % n_classes).to(dev)
         loss_fn = nn.CrossEntropyLoss()
 
         def step(precision: str) -> float:
