@@ -24,6 +24,30 @@ imports, params, the MLflow store and run set-up, data mapping, model building. 
 seconds, and the floors are timed: ``python -c pass``, ``import torch``, ``torch + torchvision``,
 ``torch + torchvision + mlflow``. Timings on a shared machine are noisy: the load average is
 printed beside them.
+
+Measured (2026-12-06, 2-core CPU shared with three other engineers' experiments, 1-minute load
+average 8-10 throughout, so single numbers move by 30 %; after = 86f1a7d, median of 3):
+
+    stage      before s  after s   first work          top imports (after, -X importtime, s)
+    data           1.26     1.24   first phantom       pandas 0.8, scipy 0.5, pydantic 0.2
+    prepare        4.14     4.06   splits.prepare      torch 3.7, pandas 0.3, scipy 0.3
+    train         10.96    13.29   first batch         torch (+ torch._dynamo) 22.7, mlflow 10.1
+    randomise     14.17    18.49   first forward       mlflow 14.2, torch 12.3, torchvision 10.8
+    evaluate      18.10    16.38   first forward       mlflow 7.6, torch 7.2, torchvision 5.9
+    sanity        28.36    25.81   first forward       mlflow 10.0, torch 6.8, torchvision 5.3
+    report        23.24    17.77   whole stage         mlflow 7.1, matplotlib 0.9
+    floors: python -c pass 0.18, import torch 8.0, + torchvision 10.7, + mlflow 9.8 (same load)
+
+Before and after are the same within the noise: the stages already imported torch, torchvision,
+MLflow, pandas and matplotlib inside the functions that use them, and every stage process that
+reaches its first forward uses all three of torch, torchvision and MLflow. ``torch._dynamo``
+(about a third of torch + torchvision) cannot be avoided by importing submodules: Python runs
+``torchvision/__init__`` for any ``torchvision.*`` import, which imports every model and
+``torchvision.ops.roi_align``, whose first lines import ``torch._dynamo.utils``; and
+``torch.use_deterministic_algorithms`` (the seeded training) imports ``torch._inductor.config``,
+whose package imports ``torch._dynamo`` too. So the fixed cost of a model stage is the floor
+``torch + torchvision + mlflow`` (6.6 s at load 4.5, 4.2 s for torch + torchvision) plus the
+MLflow store and run set-up; fewer processes (seeds grouped into one), not fewer imports, cut it.
 """
 
 from __future__ import annotations
