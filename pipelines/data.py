@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from pipelines._common import DATASET, params, run, stage_app
-from xiqa.data.datasets import dataset_spec
 from xiqa.errors import XiqaError
 from xiqa.paths import raw_dir
 from xiqa.schema import Dataset
@@ -26,6 +25,8 @@ app = stage_app(__doc__.split("\n\n")[0])
 def main(dataset: Dataset = DATASET,
          progress: bool = typer.Option(True, help="show progress bars")) -> None:
     """Generate phantoms or import a real dataset into data/raw/<dataset>/."""
+    from xiqa.data.datasets import dataset_spec  # pandas, scipy: not for --help
+
     root, p = params()
     cfg = p.data.dataset(dataset)
     spec = dataset_spec(dataset)

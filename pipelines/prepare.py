@@ -12,9 +12,6 @@ from __future__ import annotations
 import typer
 
 from pipelines._common import DATASET, params, run, stage_app
-from xiqa.data import splits
-from xiqa.data.dataset import write_image_cache
-from xiqa.data.datasets import dataset_spec
 from xiqa.errors import XiqaError
 from xiqa.paths import prepared_dir, raw_dir
 from xiqa.schema import SPLITS, Dataset
@@ -25,6 +22,10 @@ app = stage_app(__doc__.split("\n\n")[0])
 @app.command()
 def main(dataset: Dataset = DATASET) -> None:
     """Write splits.csv, boxes.csv, images.csv and the image cache for data/raw/<dataset>/."""
+    from xiqa.data import splits  # torch, pandas, scipy: not for --help
+    from xiqa.data.dataset import write_image_cache
+    from xiqa.data.datasets import dataset_spec
+
     root, p = params()
     raw = raw_dir(root, dataset)
     if not raw.is_dir():

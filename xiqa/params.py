@@ -157,8 +157,9 @@ class Recipe(_Strict):
     # each epoch, before validation; 0: off (the paper's recipe)
     bn_recalibration: int = Field(0, ge=0)
     # training arithmetic: fp32, or autocast to bf16 (CUDA, or a CPU with AMX / AVX512-BF16) or
-    # fp16 (CUDA only, with a gradient scaler); validation and saliency maps stay float32
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # fp16 (CUDA only, with a gradient scaler); validation and saliency maps stay float32;
+    # auto: bf16 where the machine has it and a probe shows it faster (xiqa/training/precision.py)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     channels_last: bool = False  # NHWC memory layout for the model and its inputs while training
 
 
