@@ -159,6 +159,9 @@ class EvaluationCell:
                                      batch_size=ev.batch_size, layers=ev.layers.get(arch),
                                      sample_ids=self.sample, progress=lambda n: bar.advance(task, n),
                                      topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma)
+            for why in result.not_applicable.values():
+                echo(f"{dataset}-{arch} {condition}-s{seed}: {why}")
+            mlflow.set_tags({S.not_applicable_tag(m): why for m, why in result.not_applicable.items()})
             pg_off, pg_on = result.accuracies(False), result.accuracies(True)
             const_off, const_on = result.constant_maps(False), result.constant_maps(True)
             metrics = {S.pg_metric(m, False): v for m, v in pg_off.items()}
@@ -199,7 +202,8 @@ class EvaluationCell:
                    "tolerance_at": getattr(ev.tolerance_at, dataset), "image_size": self.image_size,
                    "baselines": {b: round(v, 6) for b, v in baselines.items()},
                    "pg": {m: round(v, 6) for m, v in pg_off.items()},
-                   "pg_smooth": {m: round(v, 6) for m, v in pg_on.items()}}
+                   "pg_smooth": {m: round(v, 6) for m, v in pg_on.items()},
+                   "not_applicable": result.not_applicable}
         write_json(out, summary)
         best = max(pg_on, key=lambda m: pg_on[m])
         echo(f"{dataset}-{arch} {condition}-s{seed}: {len(self.scored)} images scored at tau "

@@ -103,6 +103,7 @@ class SanityCell:
         the summary JSON at ``out``; returns the summary (with ``run_id`` and ``seconds``)."""
         import mlflow
 
+        from xiqa import saliency
         from xiqa.evaluation.run import load_pointer_model
         from xiqa.evaluation.sanity import metric_histories, mprt, random_logit
         from xiqa.tracking import store
@@ -117,12 +118,14 @@ class SanityCell:
         with store.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
                                run_params, tags) as run:
             model = load_pointer_model(pointer, self.params.device)
+            methods, refused = saliency.applicable(model, self.methods)
+            mlflow.set_tags({S.not_applicable_tag(m): why for m, why in refused.items()})
             x = self.images.to(next(model.parameters()).device)
             layers = ev.layers.get(arch)
             start = time.perf_counter()
             # the cascade's generator is seeded with the model's seed: each seed its own draw
-            frame = mprt(model, x, arch, seed=seed, methods=self.methods, layers=layers, batch_size=ev.batch_size)
-            logit = random_logit(model, x, arch, seed=seed, methods=self.methods, layers=layers,
+            frame = mprt(model, x, arch, seed=seed, methods=methods, layers=layers, batch_size=ev.batch_size)
+            logit = random_logit(model, x, arch, seed=seed, methods=methods, layers=layers,
                                  batch_size=ev.batch_size)
             seconds = time.perf_counter() - start
             for key, points in metric_histories(frame).items():

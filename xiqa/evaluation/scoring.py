@@ -74,6 +74,8 @@ class ScoreResult:
     # per multi-layer NormGrad method: layer maps skipped as constant, summed over the scored
     # images (the evaluation run's ``skipped_layers/<m>``, :func:`xiqa.schema.skipped_metric`)
     skipped_layers: dict[str, int] = field(default_factory=dict)
+    # methods that cannot run on this model ({method: one sentence why}); they have no rows
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     def baseline_accuracies(self) -> dict[str, float]:
         """``{baseline: mean over the scored images}`` (chance: expected accuracy)."""
@@ -147,7 +149,8 @@ def score_split(
     if not index:
         raise XiqaError(f"{split.dataset}: no image of the {split.split} split has a box, so the "
                         "Pointing Game has nothing to score")
-    methods = list(methods or saliency.METHODS)
+    kept, refused = saliency.applicable(model, methods)
+    methods = list(kept)
     model.eval()
     device = next(model.parameters()).device  # explain on the model's device, score on the CPU
     sample_pos = {image_id: k for k, image_id in enumerate(sample_ids)}
@@ -235,4 +238,4 @@ def score_split(
             raise XiqaError(f"figure sample image(s) {missing} were not scored (they have no box)")
         sample = SampleMaps(list(sample_ids), methods, sample_images, sample_boxes,
                             sample_maps, sample_peaks, sample_hits)
-    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)), skipped)
+    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)), skipped, refused)
