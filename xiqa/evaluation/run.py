@@ -29,6 +29,8 @@ from xiqa.params import Params
 if TYPE_CHECKING:
     from torch import nn
 
+    from xiqa.data.dataset import Split
+
 __all__ = ["EvaluationCell", "each_version", "evaluate_cell", "load_pointer_model"]
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,9 @@ def evaluate_cell(root: Path, params: Params, dataset: str, arch: str, condition
 class EvaluationCell:
     """What every version of one grid cell shares: the test split, boxes, methods, the store."""
 
-    def __init__(self, root: Path, params: Params, dataset: str, arch: str) -> None:
+    def __init__(self, root: Path, params: Params, dataset: str, arch: str, split: Split | None = None) -> None:
+        """``split``: the test split as the models take it (default: the prepared one at
+        ``train.<dataset>.image_size``, ImageNet-normalised)."""
         from xiqa import saliency
         from xiqa.data.dataset import load_split
         from xiqa.evaluation.scoring import figure_sample, read_boxes
@@ -105,9 +109,9 @@ class EvaluationCell:
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
         ev = params.evaluate
-        self.image_size = params.train.recipe(dataset).image_size
+        self.split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
+        self.image_size = self.split.image_size
         self.tau_px = ev.tau_px(dataset, self.image_size)  # τ in input pixels, logged by every run
-        self.split = load_split(root, dataset, "test", self.image_size)
         self.boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
         self.scored = [i for i in self.split.ids if len(self.boxes.get(i, ())) > 0]
         self.sample = figure_sample(self.scored, ev.figure_samples, ev.seed)
@@ -120,8 +124,10 @@ class EvaluationCell:
         self.data_md5 = registry.data_md5(root, dataset)
 
     def evaluate(self, pointer: dict, condition: str, seed: int, out: Path,
-                 echo: Callable[[str], None] = print) -> dict:
-        """Score the model of ``pointer`` in one evaluation run; write and return its pointer ``out``."""
+                 echo: Callable[[str], None] = print, model: nn.Module | None = None,
+                 extra_tags: dict[str, str] | None = None) -> dict:
+        """Score the model of ``pointer`` in one evaluation run; write and return its pointer ``out``.
+        ``model``: that model, already loaded (``xiqa audit``); ``extra_tags``: more run tags."""
         import mlflow
         import torch
         from mlflow.exceptions import MlflowException
@@ -136,7 +142,7 @@ class EvaluationCell:
         tags = {S.KIND: "evaluation", "dataset": dataset, "arch": arch, "condition": condition,
                 "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
                 "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
-                "git_commit": self.git_commit, "data_md5": self.data_md5}
+                "git_commit": self.git_commit, "data_md5": self.data_md5} | (extra_tags or {})
         run_params = {"tolerance": ev.tolerance, "tolerance_at": getattr(ev.tolerance_at, dataset),
                       S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
@@ -151,7 +157,8 @@ class EvaluationCell:
         # that fails or is interrupted shows in MLflow as FAILED / KILLED, not as nothing
         with store.tracked_run(root, dataset, f"evaluate {dataset}-{arch} {paths.alias(condition, seed)}",
                                run_params, tags) as run:
-            model = load_pointer_model(pointer, self.params.device)
+            if model is None:
+                model = load_pointer_model(pointer, self.params.device)
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"{dataset}-{arch} {condition}-s{seed}", total=len(self.scored))
                 result = score_split(model, arch, self.split, self.boxes, methods=self.methods,

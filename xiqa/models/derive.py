@@ -78,7 +78,7 @@ def _parent(name: str) -> str:
     return name.rpartition(".")[0]
 
 
-def _probe(model: nn.Module, size: int, channels: int) -> tuple[dict[str, _Call], Tensor, int]:
+def _probe(model: nn.Module, size: int, channels: int, batch: int) -> tuple[dict[str, _Call], Tensor, int]:
     calls = {name: _Call(name, m) for name, m in model.named_modules() if name}
     counter = [0]
     handles = []
@@ -100,7 +100,7 @@ def _probe(model: nn.Module, size: int, channels: int) -> tuple[dict[str, _Call]
 
     param = next(iter(model.parameters()), None)
     device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    x = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     was_training = model.training
     try:
         for call in calls.values():
@@ -110,7 +110,7 @@ def _probe(model: nn.Module, size: int, channels: int) -> tuple[dict[str, _Call]
         with torch.no_grad():
             logits = model(x)
     except (RuntimeError, ValueError, TypeError) as err:
-        raise XiqaError(f"a probe forward of this {type(model).__name__} on a [2, {channels}, {size}, "
+        raise XiqaError(f"a probe forward of this {type(model).__name__} on a [{batch}, {channels}, {size}, "
                         f"{size}] batch failed ({type(err).__name__}: {err})") from None
     finally:
         for h in handles:
@@ -138,13 +138,13 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape[1:])
 
 
-def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3) -> Derived:
+def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch: int = 2) -> Derived:
     """The layer presets and MPRT cascade of ``model`` (a CNN returning logits [N, K]) from one
-    probe forward on a [2, ``channels``, ``size``, ``size``] batch (see the module doc).
+    probe forward on a [``batch``, ``channels``, ``size``, ``size``] batch (see the module doc).
 
     The model's train/eval mode and parameters are left as they were. A model with no spatial
     feature map (a map larger than 1 × 1 at the probe size) is a :class:`XiqaError`."""
-    calls, logits, n = _probe(model, size, channels)
+    calls, logits, n = _probe(model, size, channels, batch)
     ran = sorted((c for c in calls.values() if c.calls), key=lambda c: c.order)
     maps = [c for c in ran if _is_map(c.out, n)]
     if not maps:

@@ -179,12 +179,13 @@ def _derived(arch: str) -> tuple[ArchSpec, tuple[tuple[str, ...], ...]]:
     return _DERIVED[arch]
 
 
-def adopt(model: nn.Module, name: str, *, size: int | None = None, channels: int = 3) -> ArchSpec:
+def adopt(model: nn.Module, name: str, *, size: int | None = None, channels: int = 3, batch: int = 2) -> ArchSpec:
     """Derive the presets and cascade of ``model`` (one that xiqa did not build, e.g. a registered
-    model under audit) and make them the presets of architecture ``name`` in this process."""
+    model under audit; probed on a [``batch``, ``channels``, ``size``, ``size``] batch) and make
+    them the presets of architecture ``name`` in this process."""
     from xiqa.models.derive import PROBE_SIZE, derive
 
-    found = derive(model, size=size or PROBE_SIZE, channels=channels)
+    found = derive(model, size=size or PROBE_SIZE, channels=channels, batch=batch)
     _DERIVED[name] = (ArchSpec(name, "torch", found.head or "", found.gradcam, (found.single,), found.multi),
                       found.cascade)
     return _DERIVED[name][0]
