@@ -12,9 +12,9 @@ import warnings
 
 import pytest
 import torch
+from saliency_helpers import SIZE, assert_maps_match_reference, random_images
 from torch import Tensor, nn
 
-from saliency_helpers import SIZE, assert_maps_match_reference, random_images
 from xiqa.errors import XiqaError
 from xiqa.models import build, estimate_bn_statistics, zoo
 from xiqa.models.derive import derive
@@ -65,7 +65,8 @@ def test_gradcam_and_input_x_gradient_match_captum_on_derived_layers(arch: str, 
     assert_maps_match_reference(maps["gradcam"], lambda x, t: captum_gradcam(model, arch, x, t), x, target,
                                 f"{arch} gradcam")
     ixg = captum_attr.InputXGradient(model)
-    assert_maps_match_reference(maps["input_x_gradient"], lambda x, t: normalise(ixg.attribute(x, target=t).abs().sum(1)),
+    assert_maps_match_reference(maps["input_x_gradient"],
+                                lambda x, t: normalise(ixg.attribute(x, target=t).abs().sum(1)),
                                 x, target, f"{arch} input_x_gradient")
 
 

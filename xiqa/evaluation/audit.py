@@ -48,6 +48,7 @@ class InputConvention:
     positive_class: int
 
     def as_params(self) -> dict[str, str]:
+        """The convention as run tags (``input_size``, ``input_channels``, ...)."""
         return {"input_size": str(self.image_size), "input_channels": str(self.channels),
                 "input_mean": ",".join(f"{v:g}" for v in self.mean),
                 "input_std": ",".join(f"{v:g}" for v in self.std), "positive_class": str(self.positive_class)}
@@ -151,7 +152,7 @@ def audit_model(root: Path, params: Params, ref: str, dataset: str, given: Mappi
     from xiqa.models.derive import check_cascade
     from xiqa.models.init import reinitialise
     from xiqa.tracking import registry, store
-    from xiqa.tracking.foreign import load_logged_model
+    from xiqa.tracking.foreign import PT2, load_logged_model
 
     if dataset not in DATASETS:
         raise XiqaError(f"--dataset: unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -184,17 +185,21 @@ def audit_model(root: Path, params: Params, ref: str, dataset: str, given: Mappi
          f"multi {len(presets['multi'])} layers, {len(zoo.cascade(arch))} randomisation steps")
     tags = {AUDIT_TAG: "true", "model_format": loaded.format} | convention.as_params()
     pointer = {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id or "", "model_uri": uri}
-    run_params = params.model_copy(deep=True)
-    run_params.evaluate.batch_size = batch
+    run_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"batch_size": batch})})
     out = Path(out)
     cell = EvaluationCell(root, run_params, dataset, arch, split=split)
     evaluation = cell.evaluate(pointer, "trained", 0, out / "evaluation.json", echo, model=model, extra_tags=tags)
     sanity, refused = None, None
-    try:  # MPRT re-initialises every parameter: refuse before the run if one has no rule
-        reinitialise(copy.deepcopy(model), torch.Generator().manual_seed(0))
-    except TypeError as err:
-        refused = (f"the sanity checks (MPRT) cannot run on {uri} ({loaded.format}): {err}; the other "
-                   "results stand")
+    if loaded.format == PT2:  # an exported program cannot be deep-copied (symbolic shapes)
+        refused = (f"the sanity checks cannot run on {uri}: MPRT re-initialises a copy of the model layer "
+                   "by layer, and a pt2 model's layers are graph operations that cannot be copied or "
+                   "re-initialised by kind (log it with serialization_format='pickle' for MPRT)")
+    else:
+        try:  # MPRT re-initialises every parameter: refuse before the run if one has no rule
+            reinitialise(copy.deepcopy(model), torch.Generator().manual_seed(0))
+        except TypeError as err:
+            refused = f"the sanity checks (MPRT) cannot run on {uri}: {err}"
+    if refused is not None:
         echo(refused)
     if refused is None:
         sanity = SanityCell(root, run_params, dataset, arch, split=split).check(

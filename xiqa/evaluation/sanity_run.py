@@ -122,7 +122,8 @@ class SanityCell:
         tags = {S.KIND: "sanity", "dataset": ds, "arch": arch, "condition": "trained", "seed": str(seed),
                 "model_name": pointer.get("name") or paths.registered_model_name(ds, arch),
                 "model_version": str(pointer.get("version", "")), "model_run_id": pointer["run_id"],
-                "model_uri": pointer["model_uri"], "git_commit": self.git_commit, "data_md5": self.data_md5} | (extra_tags or {})
+                "model_uri": pointer["model_uri"], "git_commit": self.git_commit, "data_md5": self.data_md5}
+        tags |= extra_tags or {}
         run_params = {"samples": len(self.ids), "sample_seed": sp.seed, "cascade_seed": seed,
                       "methods": ",".join(self.methods), "image_size": self.image_size, "images": ",".join(self.ids)}
         with store.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
@@ -135,7 +136,8 @@ class SanityCell:
             layers = ev.layers.get(arch)
             start = time.perf_counter()
             # the cascade's generator is seeded with the model's seed: each seed its own draw
-            frame = mprt(model, x, arch, seed=seed, methods=methods, layers=layers, batch_size=ev.batch_size)
+            frame = mprt(model, x, arch, seed=seed, methods=methods, layers=layers,
+                         batch_size=ev.batch_size)
             logit = random_logit(model, x, arch, seed=seed, methods=methods, layers=layers,
                                  batch_size=ev.batch_size)
             seconds = time.perf_counter() - start

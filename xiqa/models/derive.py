@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -126,7 +127,7 @@ def _children(calls: dict[str, _Call], name: str) -> Iterator[_Call]:
     """Direct children of ``name`` that ran, a child that never ran (ModuleList) replaced by its
     own children, in the order they finished."""
     prefix = f"{name}." if name else ""
-    found = []
+    found: list[_Call] = []
     for c in calls.values():
         if not c.name.startswith(prefix) or "." in c.name[len(prefix):]:
             continue
@@ -134,8 +135,8 @@ def _children(calls: dict[str, _Call], name: str) -> Iterator[_Call]:
     return iter(sorted(found, key=lambda c: c.order))
 
 
-def _shape(t: Tensor) -> tuple[int, ...]:
-    return tuple(t.shape[1:])
+def _shape(t: Tensor | None) -> tuple[int, ...]:
+    return tuple(t.shape[1:]) if t is not None else ()
 
 
 def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch: int = 2) -> Derived:
@@ -151,8 +152,7 @@ def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch
         raise XiqaError(f"this {type(model).__name__} has no module returning a spatial feature map "
                         f"[N, C, h, w] (h·w > 1 at {size} px), so no layer can be read for Grad-CAM "
                         "or NormGrad")
-    final = maps[-1].out
-    assert final is not None
+    final = cast(Tensor, maps[-1].out)  # a map: not None
     fshape = _shape(final)
 
     linears = [c for c in ran if isinstance(c.module, nn.Linear) and c.out is not None
@@ -179,7 +179,7 @@ def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch
     else:
         single = holders[-1].name
 
-    stages = _stages(model, calls, final, logits, n)
+    stages = _stages(calls, final, logits, n)
     multi = [_stage_layer(calls, stage, n) for stage in stages]
     if multi and multi[-1] == single:
         multi.pop()
@@ -213,14 +213,12 @@ def _trunk(calls: dict[str, _Call], final: Tensor, logits: Tensor, n: int) -> st
     return best
 
 
-def _stages(model: nn.Module, calls: dict[str, _Call], final: Tensor, logits: Tensor, n: int
-            ) -> list[list[str]]:
+def _stages(calls: dict[str, _Call], final: Tensor, logits: Tensor, n: int) -> list[list[str]]:
     trunk = _trunk(calls, final, logits, n)
     elements = [c for c in _children(calls, trunk) if _has_params(c.module) and _is_map(c.out, n)]
     stages: list[list[str]] = []
     shapes: list[tuple[int, ...]] = []
     for c in elements:
-        assert c.out is not None
         if shapes and shapes[-1] == _shape(c.out):
             stages[-1].append(c.name)
         else:
@@ -233,11 +231,10 @@ def _stage_layer(calls: dict[str, _Call], stage: list[str], n: int) -> str:
     """The stage's first element, descended into while it is an ``nn.Sequential`` (to its first
     child returning the stage's output shape)."""
     c = calls[stage[0]]
-    assert c.out is not None
     want = _shape(c.out)
     while isinstance(c.module, nn.Sequential):
         inner = next((k for k in _children(calls, c.name) if k.calls == 1 and _is_map(k.out, n)
-                      and _shape(k.out) == want), None)  # type: ignore[arg-type]
+                      and _shape(k.out) == want), None)
         if inner is None:
             break
         c = inner

@@ -34,7 +34,8 @@ def add_to_study(root: Path, params: Params, dataset: str, arch: str, evaluation
     ev = params.evaluate
     with tempfile.TemporaryDirectory() as tmp:
         frames = {name: pd.read_csv(mlflow.artifacts.download_artifacts(
-            run_id=evaluation["run_id"], artifact_path=name, dst_path=tmp)) for name in ("per_image.csv", "baselines.csv")}
+            run_id=evaluation["run_id"], artifact_path=name, dst_path=tmp))
+            for name in ("per_image.csv", "baselines.csv")}
     per_image, baselines = frames["per_image.csv"], frames["baselines.csv"]
     methods = [m for m in S.METHODS if m in set(per_image["method"])]
     metrics = condition_metrics([per_image], methods, n_boot=ev.bootstrap, seed=ev.seed)

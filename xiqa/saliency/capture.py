@@ -191,7 +191,7 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
         for mod, _ in inplace_flags:
             mod.inplace = False  # a kept tensor must not be overwritten by the next in-place op
         if guided:
-            for name, m in model.named_modules():
+            for m in model.modules():
                 if isinstance(m, unsupported):
                     raise XiqaError(guided_refusal(model) or "")
                 if isinstance(m, relu_types):
