@@ -4,23 +4,25 @@ derived layers, Hardswish, so Guided Backprop is not applicable) through `dvc re
 its default `pt2` format) on the same prepared dataset, and `xiqa report` showing them beside the
 study's model.
 
-One project, one `dvc repro` (1 seed, FR only, one epoch at 64 px), so the slow parts run once."""
+One project, one `dvc repro report` (1 seed, FR only, one epoch at 64 px), so the slow parts run once."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 from typer.testing import CliRunner
 
 try:
-    from tests.conftest import BIN, run
+    from tests.conftest import BIN, REPO, deep_merge, run
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
-    from conftest import BIN, run
+    from conftest import BIN, REPO, deep_merge, run
 
 from xiqa import schema as S
 
@@ -56,14 +58,9 @@ class TinyCNN(nn.Module):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    import yaml
-
-    from tests.conftest import REPO, deep_merge
-
+    """The tiny grid's project after `dvc repro report` (module-scoped: built once)."""
     root = tmp_path_factory.mktemp("anycnn") / "project"
     root.mkdir()
-    import shutil
-
     for item in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy2(REPO / item, root / item)
     for folder in ("xiqa", "pipelines"):
@@ -74,7 +71,7 @@ def project(tmp_path_factory) -> Path:
     run(root, str(BIN / "dvc"), "init", "-q")
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "init")
-    run(root, str(BIN / "dvc"), "repro")
+    run(root, str(BIN / "dvc"), "repro", "report")
     return root
 
 

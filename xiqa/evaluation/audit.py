@@ -188,6 +188,7 @@ def audit_model(root: Path, params: Params, ref: str, dataset: str, given: Mappi
     run_params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"batch_size": batch})})
     out = Path(out)
     cell = EvaluationCell(root, run_params, dataset, arch, split=split)
+    cell.positive = convention.positive_class
     evaluation = cell.evaluate(pointer, "trained", 0, out / "evaluation.json", echo, model=model, extra_tags=tags)
     sanity, refused = None, None
     if loaded.format == PT2:  # an exported program cannot be deep-copied (symbolic shapes)

@@ -108,6 +108,7 @@ class EvaluationCell:
         from xiqa.tracking import registry, store
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
+        self.positive = 1  # the logit of label 1 (xiqa's models; an audited model states its own)
         ev = params.evaluate
         self.split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
         self.image_size = self.split.image_size
@@ -165,7 +166,8 @@ class EvaluationCell:
                                      tolerance=self.tau_px, target=ev.target, smooth=smooth,
                                      batch_size=ev.batch_size, layers=ev.layers.get(arch),
                                      sample_ids=self.sample, progress=lambda n: bar.advance(task, n),
-                                     topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma)
+                                     topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma,
+                                     positive=self.positive)
             for why in result.not_applicable.values():
                 echo(f"{dataset}-{arch} {condition}-s{seed}: {why}")
             mlflow.set_tags({S.not_applicable_tag(m): why for m, why in result.not_applicable.items()})
