@@ -106,6 +106,48 @@ def models_pull(
     typer.echo(f"{weights}\n{card}")
 
 
+# --- audit (issue 26: models registered outside xiqa) --------------------------------------
+@app.command()
+def audit(
+    ref: str = typer.Argument(..., help="a registered PyTorch classifier: models:/NAME/VERSION or NAME@ALIAS"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="a prepared dataset of this project: objectcxr or lvot"),
+    image_size: int | None = typer.Option(None, help="input side in pixels (else the version's image_size tag)"),
+    channels: int | None = typer.Option(None, help="1 or 3 input channels (else the channels tag)"),
+    mean: str | None = typer.Option(None, help='per-channel mean of [0, 1] pixels, "0.485,0.456,0.406" '
+                                               "(else the mean tag)"),
+    std: str | None = typer.Option(None, help="per-channel std, like --mean (else the std tag)"),
+    positive_class: int | None = typer.Option(None, help="the logit of 'quality problem present' "
+                                                         "(else the positive_class tag)"),
+    out: Path = typer.Option(Path("audits"), "--out", "-o", help="folder for the summaries (a sub-folder per model)"),
+    report: bool = typer.Option(True, help="add the model to the latest study's tables (xiqa report)"),
+) -> None:
+    """Audit a classifier someone registered with mlflow.pytorch (pickle or pt2 format): derive its
+    layers, play the Pointing Game on the dataset's test split, run MPRT and the random-logit check,
+    log the evaluation and sanity runs and, with --report, put it beside the study's models."""
+    from xiqa.evaluation.audit import AUDIT_TAG, audit_model
+    from xiqa.params import Params, load_params
+    from xiqa.paths import project_root
+
+    root = project_root()
+    path = root / "params.yaml"
+    params = load_params(path) if path.is_file() else Params()
+    given = {"image_size": image_size, "channels": channels, "mean": mean, "std": std,
+             "positive_class": positive_class}
+    name = ref.removeprefix("models:/").replace("/", "-v").replace("@", "-")
+    result = audit_model(root, params, ref, dataset, given, out / name, echo=typer.echo)
+    ev = result.evaluation
+    best = max(ev["pg_smooth"], key=lambda m: ev["pg_smooth"][m])
+    typer.echo(f"{result.name} v{result.version}: {ev['n_images']} images, best smoothed Pointing Game "
+               f"{best} {ev['pg_smooth'][best]:.3f} (chance {ev['baselines']['chance']:.3f}); "
+               f"evaluation run {ev['run_id']}" + (f", sanity run {result.sanity['run_id']}" if result.sanity else ""))
+    if report:
+        from xiqa.report.audited import add_to_study
+
+        study = add_to_study(root, params, dataset, result.arch, ev, result.sanity, ev.get("not_applicable", {}),
+                             {AUDIT_TAG: "true"})
+        typer.echo(f"added to study {study}: `xiqa report` shows {dataset} {result.arch} beside its models")
+
+
 # --- report / explain (issue: evaluation and report) --------------------------------------
 
 

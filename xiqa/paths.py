@@ -58,7 +58,8 @@ def model_key(dataset: str, arch: str) -> str:
 
 def registered_model_name(dataset: str, arch: str) -> str:
     """The MLflow registered model of a dataset × architecture: ``xiqa-objectcxr-resnet34``."""
-    return f"xiqa-{model_key(dataset, arch)}"
+    # MLflow forbids ':' in a model name; a `module:callable` architecture gets a '.' instead
+    return f"xiqa-{model_key(dataset, arch)}".replace(":", ".")
 
 
 def model_pointer(root: Path, dataset: str, arch: str, condition: str, seed: int) -> Path:

@@ -45,15 +45,21 @@ Runs (MLflow, SPEC 7):
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
+
+from pydantic import StringConstraints
 
 # --------------------------------------------------------------------------- the study's names
 # Each name set is one Literal, the type that params.yaml and the Typer options are checked
 # against; the tuple beside it (its values, in order) is what code iterates over.
 Dataset = Literal["objectcxr", "lvot"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
-Arch = Literal["resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0"]
-ARCHS: tuple[str, ...] = get_args(Arch)
+StudyArch = Literal["resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0"]
+ARCHS: tuple[str, ...] = get_args(StudyArch)  # the study's four, with the paper's layer presets
+# Any CNN (issue 26): a torchvision classification constructor, an efficientnet-pytorch name or
+# a `package.module:callable` factory; checked by form here, resolved when built (models.zoo)
+ARCH_PATTERN = r"^(?:[a-z][a-z0-9_]*|efficientnet-b[0-8]|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"
+Arch = Annotated[str, StringConstraints(pattern=ARCH_PATTERN)]
 Condition = Literal["sr", "fr", "trained"]  # table column order, as in Tables 3–4
 CONDITIONS: tuple[str, ...] = get_args(Condition)
 RandomCondition = Literal["sr", "fr"]  # the conditions the `randomise` stage makes
@@ -149,6 +155,12 @@ def agg_metric(stat: str, method: str, smoothed: bool = True) -> str:
     """Aggregate-run metric, ``stat`` in mean/std/ci_low/ci_high: ``pg_mean/<m>`` (smoothed) or
     ``pg_raw_mean/<m>`` (unsmoothed)."""
     return f"pg_{'' if smoothed else 'raw_'}{stat}/{method}"
+
+
+def not_applicable_tag(method: str) -> str:
+    """Evaluation / sanity-run tag of a method that cannot run on the model (issue 26: Guided
+    Backprop on GELU / Hardswish networks): ``not_applicable/<m>`` = one sentence why."""
+    return f"not_applicable/{method}"
 
 
 def skipped_metric(method: str) -> str:

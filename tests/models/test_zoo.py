@@ -72,8 +72,8 @@ def test_bad_layer_overrides_name_the_key(overrides: dict, words: str) -> None:
 
 
 def test_unknown_arch_and_unknown_layer_are_user_errors() -> None:
-    with pytest.raises(XiqaError, match="unknown architecture 'resnet18'"):
-        build("resnet18")
+    with pytest.raises(XiqaError, match="unknown architecture 'resnet_99'"):
+        build("resnet_99")
     with pytest.raises(XiqaError, match="layer 'layer9.0' does not exist"):
         get_module(build("resnet34"), "layer9.0")
 

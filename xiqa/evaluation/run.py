@@ -29,6 +29,8 @@ from xiqa.params import Params
 if TYPE_CHECKING:
     from torch import nn
 
+    from xiqa.data.dataset import Split
+
 __all__ = ["EvaluationCell", "each_version", "evaluate_cell", "load_pointer_model"]
 
 log = logging.getLogger(__name__)
@@ -97,17 +99,20 @@ def evaluate_cell(root: Path, params: Params, dataset: str, arch: str, condition
 class EvaluationCell:
     """What every version of one grid cell shares: the test split, boxes, methods, the store."""
 
-    def __init__(self, root: Path, params: Params, dataset: str, arch: str) -> None:
+    def __init__(self, root: Path, params: Params, dataset: str, arch: str, split: Split | None = None) -> None:
+        """``split``: the test split as the models take it (default: the prepared one at
+        ``train.<dataset>.image_size``, ImageNet-normalised)."""
         from xiqa import saliency
         from xiqa.data.dataset import load_split
         from xiqa.evaluation.scoring import figure_sample, read_boxes
         from xiqa.tracking import registry, store
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
+        self.positive = 1  # the logit of label 1 (xiqa's models; an audited model states its own)
         ev = params.evaluate
-        self.image_size = params.train.recipe(dataset).image_size
+        self.split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
+        self.image_size = self.split.image_size
         self.tau_px = ev.tau_px(dataset, self.image_size)  # τ in input pixels, logged by every run
-        self.split = load_split(root, dataset, "test", self.image_size)
         self.boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
         self.scored = [i for i in self.split.ids if len(self.boxes.get(i, ())) > 0]
         self.sample = figure_sample(self.scored, ev.figure_samples, ev.seed)
@@ -120,8 +125,10 @@ class EvaluationCell:
         self.data_md5 = registry.data_md5(root, dataset)
 
     def evaluate(self, pointer: dict, condition: str, seed: int, out: Path,
-                 echo: Callable[[str], None] = print) -> dict:
-        """Score the model of ``pointer`` in one evaluation run; write and return its pointer ``out``."""
+                 echo: Callable[[str], None] = print, model: nn.Module | None = None,
+                 extra_tags: dict[str, str] | None = None) -> dict:
+        """Score the model of ``pointer`` in one evaluation run; write and return its pointer ``out``.
+        ``model``: that model, already loaded (``xiqa audit``); ``extra_tags``: more run tags."""
         import mlflow
         import torch
         from mlflow.exceptions import MlflowException
@@ -137,7 +144,7 @@ class EvaluationCell:
                 "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
                 "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
                 "git_commit": self.git_commit, "data_md5": self.data_md5,
-                **({"start": pointer["start"]} if pointer.get("start") else {})}
+                **({"start": pointer["start"]} if pointer.get("start") else {})} | (extra_tags or {})
         run_params = {"tolerance": ev.tolerance, "tolerance_at": getattr(ev.tolerance_at, dataset),
                       S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
@@ -152,14 +159,19 @@ class EvaluationCell:
         # that fails or is interrupted shows in MLflow as FAILED / KILLED, not as nothing
         with store.tracked_run(root, dataset, f"evaluate {dataset}-{arch} {paths.alias(condition, seed)}",
                                run_params, tags) as run:
-            model = load_pointer_model(pointer, self.params.device)
+            if model is None:
+                model = load_pointer_model(pointer, self.params.device)
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"{dataset}-{arch} {condition}-s{seed}", total=len(self.scored))
                 result = score_split(model, arch, self.split, self.boxes, methods=self.methods,
                                      tolerance=self.tau_px, target=ev.target, smooth=smooth,
                                      batch_size=ev.batch_size, layers=ev.layers.get(arch),
                                      sample_ids=self.sample, progress=lambda n: bar.advance(task, n),
-                                     topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma)
+                                     topk_fraction=ev.topk_fraction, centre_sigma=ev.centre_sigma,
+                                     positive=self.positive)
+            for why in result.not_applicable.values():
+                echo(f"{dataset}-{arch} {condition}-s{seed}: {why}")
+            mlflow.set_tags({S.not_applicable_tag(m): why for m, why in result.not_applicable.items()})
             pg_off, pg_on = result.accuracies(False), result.accuracies(True)
             const_off, const_on = result.constant_maps(False), result.constant_maps(True)
             metrics = {S.pg_metric(m, False): v for m, v in pg_off.items()}
@@ -201,7 +213,8 @@ class EvaluationCell:
                    "tolerance_at": getattr(ev.tolerance_at, dataset), "image_size": self.image_size,
                    "baselines": {b: round(v, 6) for b, v in baselines.items()},
                    "pg": {m: round(v, 6) for m, v in pg_off.items()},
-                   "pg_smooth": {m: round(v, 6) for m, v in pg_on.items()}}
+                   "pg_smooth": {m: round(v, 6) for m, v in pg_on.items()},
+                   "not_applicable": result.not_applicable}
         write_json(out, summary)
         best = max(pg_on, key=lambda m: pg_on[m])
         echo(f"{dataset}-{arch} {condition}-s{seed}: {len(self.scored)} images scored at tau "

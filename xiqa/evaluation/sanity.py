@@ -103,7 +103,10 @@ def randomise_cascade(model: nn.Module, arch: str, seed: int) -> Iterator[tuple[
     generator = torch.Generator().manual_seed(seed)
     for step, names in enumerate(steps, start=1):
         for name in names:
-            reinitialise(get_module(work, name), generator)
+            try:
+                reinitialise(get_module(work, name), generator)
+            except TypeError as err:  # e.g. ConvNeXt's layer_scale: no FR rule for it
+                raise XiqaError(f"MPRT cannot randomise {name!r} of {arch}: {err}") from None
         yield step, "+".join(names), work
 
 

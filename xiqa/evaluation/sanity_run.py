@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -24,6 +25,11 @@ from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.io import write_json
 from xiqa.params import Params
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from xiqa.data.dataset import Split
 
 __all__ = ["SanityCell", "sanity_cell", "summarise"]
 
@@ -77,15 +83,17 @@ def sanity_cell(root: Path, params: Params, dataset: str, arch: str, seeds: list
 class SanityCell:
     """What every trained seed of one dataset × arch shares: the image sample, methods, the store."""
 
-    def __init__(self, root: Path, params: Params, dataset: str, arch: str) -> None:
+    def __init__(self, root: Path, params: Params, dataset: str, arch: str, split: Split | None = None) -> None:
+        """``split``: the test split as the model takes it (default: the prepared one at
+        ``train.<dataset>.image_size``, ImageNet-normalised)."""
         from xiqa import saliency
         from xiqa.data.dataset import load_split
         from xiqa.evaluation.scoring import figure_sample, read_boxes
         from xiqa.tracking import registry, store
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
-        self.image_size = params.train.recipe(dataset).image_size
-        split = load_split(root, dataset, "test", self.image_size)
+        split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
+        self.image_size = split.image_size
         boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
         scored = [i for i in split.ids if len(boxes.get(i, ())) > 0]
         if not scored:
@@ -98,11 +106,14 @@ class SanityCell:
         self.git_commit = store.git_commit(root)
         self.data_md5 = registry.data_md5(root, dataset)
 
-    def check(self, pointer: dict, seed: int, out: Path) -> dict:
+    def check(self, pointer: dict, seed: int, out: Path, model: nn.Module | None = None,
+              extra_tags: dict[str, str] | None = None) -> dict:
         """MPRT and random logit of the trained model of ``pointer`` (seed ``seed``): one run,
-        the summary JSON at ``out``; returns the summary (with ``run_id`` and ``seconds``)."""
+        the summary JSON at ``out``; returns the summary (with ``run_id`` and ``seconds``).
+        ``model``: that model, already loaded (``xiqa audit``); ``extra_tags``: more run tags."""
         import mlflow
 
+        from xiqa import saliency
         from xiqa.evaluation.run import load_pointer_model
         from xiqa.evaluation.sanity import metric_histories, mprt, random_logit
         from xiqa.tracking import store
@@ -112,17 +123,22 @@ class SanityCell:
                 "model_name": pointer.get("name") or paths.registered_model_name(ds, arch),
                 "model_version": str(pointer.get("version", "")), "model_run_id": pointer["run_id"],
                 "model_uri": pointer["model_uri"], "git_commit": self.git_commit, "data_md5": self.data_md5}
+        tags |= extra_tags or {}
         run_params = {"samples": len(self.ids), "sample_seed": sp.seed, "cascade_seed": seed,
                       "methods": ",".join(self.methods), "image_size": self.image_size, "images": ",".join(self.ids)}
         with store.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
                                run_params, tags) as run:
-            model = load_pointer_model(pointer, self.params.device)
+            if model is None:
+                model = load_pointer_model(pointer, self.params.device)
+            methods, refused = saliency.applicable(model, self.methods)
+            mlflow.set_tags({S.not_applicable_tag(m): why for m, why in refused.items()})
             x = self.images.to(next(model.parameters()).device)
             layers = ev.layers.get(arch)
             start = time.perf_counter()
             # the cascade's generator is seeded with the model's seed: each seed its own draw
-            frame = mprt(model, x, arch, seed=seed, methods=self.methods, layers=layers, batch_size=ev.batch_size)
-            logit = random_logit(model, x, arch, seed=seed, methods=self.methods, layers=layers,
+            frame = mprt(model, x, arch, seed=seed, methods=methods, layers=layers,
+                         batch_size=ev.batch_size)
+            logit = random_logit(model, x, arch, seed=seed, methods=methods, layers=layers,
                                  batch_size=ev.batch_size)
             seconds = time.perf_counter() - start
             for key, points in metric_histories(frame).items():

@@ -74,6 +74,8 @@ class ScoreResult:
     # per multi-layer NormGrad method: layer maps skipped as constant, summed over the scored
     # images (the evaluation run's ``skipped_layers/<m>``, :func:`xiqa.schema.skipped_metric`)
     skipped_layers: dict[str, int] = field(default_factory=dict)
+    # methods that cannot run on this model ({method: one sentence why}); they have no rows
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     def baseline_accuracies(self) -> dict[str, float]:
         """``{baseline: mean over the scored images}`` (chance: expected accuracy)."""
@@ -123,6 +125,7 @@ def score_split(
     progress: Callable[[int], None] | None = None,
     topk_fraction: float = 0.05,
     centre_sigma: float = 0.25,
+    positive: int = 1,
 ) -> ScoreResult:
     """Explain and score the images of ``split`` (:class:`xiqa.data.dataset.Split`) that have
     boxes (``boxes``: ``{image_id: [B, 4]}`` in original pixels).
@@ -132,7 +135,9 @@ def score_split(
     ``smooth``: maps ``[N, H, W]`` → smoothed maps (default: :func:`xiqa.saliency.smooth` at
     :data:`xiqa.schema.SMOOTH_SIGMA`, :data:`xiqa.schema.SMOOTH_KERNEL`). ``topk_fraction``,
     ``centre_sigma``: the localisation metrics' k (a fraction of the input's pixels) and the
-    centre-Gaussian baseline's σ (a fraction of the side).
+    centre-Gaussian baseline's σ (a fraction of the side). ``positive``: the logit of label 1
+    (the per-image ``probability``; with ``target="label"`` a two-class model is explained for
+    ``positive`` where the label is 1, for the other logit where it is 0).
     Raises :class:`XiqaError` when no test image has a box.
     """
     from xiqa import saliency
@@ -147,7 +152,8 @@ def score_split(
     if not index:
         raise XiqaError(f"{split.dataset}: no image of the {split.split} split has a box, so the "
                         "Pointing Game has nothing to score")
-    methods = list(methods or saliency.METHODS)
+    kept, refused = saliency.applicable(model, methods)
+    methods = list(kept)
     model.eval()
     device = next(model.parameters()).device  # explain on the model's device, score on the CPU
     sample_pos = {image_id: k for k, image_id in enumerate(sample_ids)}
@@ -169,7 +175,8 @@ def score_split(
         # one forward and two backward passes: explain's forward gives the logits too
         info: dict[str, torch.Tensor] = {}
         raw = saliency.explain(model, x, methods, arch=arch, layers=layers, info=info,
-                               target=None if target == "predicted" else labels.to(device))
+                               target=None if target == "predicted" else
+                               torch.where(labels == 1, positive, 1 - positive).to(device))
         logits = info["logits"].float().cpu()
         probs = torch.softmax(logits, dim=1)
         predicted = logits.argmax(dim=1)  # the class explained when target is "predicted"
@@ -209,7 +216,7 @@ def score_split(
                     columns["smoothed"].append(int(smoothed))
                     columns["target"].append(int(tgt[j]))
                     columns["predicted"].append(int(predicted[j]))
-                    columns["probability"].append(float(probs[j, 1]))
+                    columns["probability"].append(float(probs[j, positive]))
                     columns["label"].append(int(labels[j]))
                     columns["peak_x"].append(int(peak[j, 0]))
                     columns["peak_y"].append(int(peak[j, 1]))
@@ -235,4 +242,4 @@ def score_split(
             raise XiqaError(f"figure sample image(s) {missing} were not scored (they have no box)")
         sample = SampleMaps(list(sample_ids), methods, sample_images, sample_boxes,
                             sample_maps, sample_peaks, sample_hits)
-    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)), skipped)
+    return ScoreResult(frame, sample, pd.DataFrame(base, columns=list(S.BASELINE_COLUMNS)), skipped, refused)

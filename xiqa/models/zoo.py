@@ -1,4 +1,19 @@
-"""The study's architectures and their saliency layer presets, kept as data.
+"""Architectures by name and their saliency layer presets: the study's four kept as data, any
+other CNN's derived from the network (:mod:`xiqa.models.derive`).
+
+An architecture name (``grid.models[].arch``) is one of
+
+- the study's four, ``resnet34``, ``resnet50``, ``efficientnet_b0`` (torchvision),
+  ``efficientnet-b0`` (efficientnet-pytorch), whose presets are the paper's (:data:`ARCHS`);
+- any torchvision classification constructor (``densenet121``, ``resnet18``,
+  ``mobilenet_v3_small``, ``convnext_tiny``, ``regnet_y_400mf``, ...);
+- any efficientnet-pytorch name (``efficientnet-b3``);
+- ``package.module:callable``: a factory of the user's own ``nn.Module`` (called with no
+  arguments), imported when the model is built.
+
+For all but the study's four, the head, the layers and the MPRT cascade are derived once per
+name from a freshly built model (:func:`spec`, :func:`cascade`); a model that xiqa did not build
+is *adopted* under a name of the caller's choosing (:func:`adopt`, used by ``xiqa audit``).
 
 ``build(arch)`` returns a classifier whose head is a fresh ``num_classes``-way ``nn.Linear``,
 He-initialised (Kaiming normal, fan-in, bias 0). ``ARCHS[arch]`` holds, per architecture, the
@@ -30,6 +45,8 @@ of ``_avg_pooling``, which runs once.
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,8 +61,8 @@ class ArchSpec:
     """One architecture: how to build it, where its head is, which layers saliency reads."""
 
     name: str
-    library: str  # "torchvision" or "efficientnet-pytorch"
-    head: str  # dotted path of the final nn.Linear
+    library: str  # the distribution that builds it: "torchvision", "efficientnet-pytorch" or "torch"
+    head: str  # dotted path of the final nn.Linear ("": the network has none)
     gradcam: str
     single: tuple[str, ...]
     multi: tuple[str, ...]
@@ -85,30 +102,101 @@ CASCADES: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+_EP_NAME = re.compile(r"^efficientnet-b[0-8]$")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# derived specs and cascades of names other than the study's (built once per process) and of
+# adopted models (xiqa audit)
+_DERIVED: dict[str, tuple[ArchSpec, tuple[tuple[str, ...], ...]]] = {}
+
+
 def cascade(arch: str) -> tuple[tuple[str, ...], ...]:
-    """The randomisation steps of ``arch`` (see :data:`CASCADES`), logits first."""
-    spec(arch)
-    return CASCADES[arch]
+    """The randomisation steps of ``arch`` (see :data:`CASCADES`), logits first; derived
+    (:func:`xiqa.models.derive.derive`) for an architecture other than the study's four."""
+    if arch in CASCADES:
+        return CASCADES[arch]
+    return _derived(arch)[1]
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision.models as tvm
+
+    return tvm.list_models(module=tvm)
+
+
+def _library(arch: str) -> str:
+    if arch in ARCHS:
+        return ARCHS[arch].library
+    if _EP_NAME.match(arch):
+        return "efficientnet-pytorch"
+    if _FACTORY.match(arch):
+        return "torch"
+    if arch in _torchvision_names():
+        return "torchvision"
+    raise XiqaError(f"unknown architecture {arch!r}: not a torchvision classification model "
+                    "(torchvision.models.list_models), an efficientnet-pytorch name (efficientnet-b0 … b8) "
+                    "or a 'package.module:callable' factory")
 
 
 def constructor(arch: str) -> Callable[[], nn.Module]:
-    """A function building ``arch`` with its library's own initialisation and 1000-way head (no
-    weights loaded): what :func:`build` starts from and ImageNet weights are checked against."""
-    if spec(arch).library == "torchvision":
+    """A function building ``arch`` with its library's own initialisation and head (no weights
+    loaded): what :func:`build` starts from and ImageNet weights are checked against."""
+    library = _library(arch)
+    if library == "torchvision":
         import torchvision.models as tvm
 
-        return lambda: getattr(tvm, arch)(weights=None)
-    from efficientnet_pytorch import EfficientNet
+        return lambda: tvm.get_model(arch, weights=None)
+    if library == "efficientnet-pytorch":
+        from efficientnet_pytorch import EfficientNet
 
-    return lambda: EfficientNet.from_name(arch)
+        return lambda: EfficientNet.from_name(arch)
+    module_name, _, attr = arch.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise XiqaError(f"architecture {arch!r}: cannot import {attr!r} from {module_name!r} "
+                        f"({type(err).__name__}: {err})") from None
+    if not callable(factory):
+        raise XiqaError(f"architecture {arch!r}: {attr!r} is not callable")
+
+    def make() -> nn.Module:
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise XiqaError(f"architecture {arch!r}: {attr}() returned a {type(model).__name__}, not an nn.Module")
+        return model
+
+    return make
+
+
+def _derived(arch: str) -> tuple[ArchSpec, tuple[tuple[str, ...], ...]]:
+    if arch not in _DERIVED:
+        from xiqa.models.derive import derive
+
+        library = _library(arch)
+        with torch.random.fork_rng(devices=[]):  # build(arch) stays deterministic under manual_seed
+            found = derive(constructor(arch)())
+        _DERIVED[arch] = (ArchSpec(arch, library, found.head or "", found.gradcam, (found.single,), found.multi),
+                          found.cascade)
+    return _DERIVED[arch]
+
+
+def adopt(model: nn.Module, name: str, *, size: int | None = None, channels: int = 3, batch: int = 2) -> ArchSpec:
+    """Derive the presets and cascade of ``model`` (one that xiqa did not build, e.g. a registered
+    model under audit; probed on a [``batch``, ``channels``, ``size``, ``size``] batch) and make
+    them the presets of architecture ``name`` in this process."""
+    from xiqa.models.derive import PROBE_SIZE, derive
+
+    found = derive(model, size=size or PROBE_SIZE, channels=channels, batch=batch)
+    _DERIVED[name] = (ArchSpec(name, "torch", found.head or "", found.gradcam, (found.single,), found.multi),
+                      found.cascade)
+    return _DERIVED[name][0]
 
 
 def spec(arch: str) -> ArchSpec:
-    """The :class:`ArchSpec` of ``arch``; an unknown name is a :class:`XiqaError`."""
-    try:
+    """The :class:`ArchSpec` of ``arch``: the study's table, else derived from a freshly built
+    model (once per process); an unknown name is a :class:`XiqaError`."""
+    if arch in ARCHS:
         return ARCHS[arch]
-    except KeyError:
-        raise XiqaError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}") from None
+    return _derived(arch)[0]
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
@@ -120,18 +208,25 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         raise XiqaError(f"layer {path!r} does not exist in this {type(model).__name__}") from None
 
 
+def _head_path(arch: str) -> str:
+    path = spec(arch).head
+    if not path:
+        raise XiqaError(f"{arch} has no linear layer giving its logits, so its head cannot be replaced")
+    return path
+
+
 def head(model: nn.Module, arch: str) -> nn.Linear:
     """The model's final linear layer."""
-    found = get_module(model, spec(arch).head)
+    found = get_module(model, _head_path(arch))
     if not isinstance(found, nn.Linear):
-        raise XiqaError(f"the head {spec(arch).head!r} of this {arch} is a {type(found).__name__}, "
+        raise XiqaError(f"the head {_head_path(arch)!r} of this {arch} is a {type(found).__name__}, "
                         "not a linear layer")
     return found
 
 
 def reset_head(model: nn.Module, arch: str, num_classes: int | None = None) -> nn.Linear:
     """Replace (``num_classes`` given) or re-initialise the head: He normal weights, zero bias."""
-    path = spec(arch).head
+    path = _head_path(arch)
     old = head(model, arch)
     new = nn.Linear(old.in_features, num_classes or old.out_features)
     new.to(device=old.weight.device, dtype=old.weight.dtype)

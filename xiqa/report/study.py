@@ -73,6 +73,12 @@ class _Grid:
     classif: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
     sanity: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
+    # methods that could not run on a model (Guided Backprop on a GELU network), per key: {m: why}
+    not_applicable: dict[Key, dict[str, str]] = field(default_factory=dict)
+
+    def applicable(self, key: Key) -> list[str]:
+        """The grid's methods that ran on the models of ``key``."""
+        return [m for m in self.methods if m not in self.not_applicable.get(key, {})]
 
 
 def new_study_id() -> str:
@@ -148,7 +154,9 @@ def _gather(root: Path, params: Params, client: MlflowClient, tmp: Path) -> _Gri
                 if grid.geometry.setdefault(cell.dataset, this) != this:
                     raise XiqaError(f"{pointer_path}: evaluated at {this}, other {cell.dataset} models at "
                                     f"{grid.geometry[cell.dataset]}: rerun `dvc repro evaluate`")
-                run_methods = list(dict.fromkeys(frame["method"]))
+                refused = pointer.get("not_applicable") or {}
+                grid.not_applicable.setdefault(key, {}).update(refused)
+                run_methods = list(dict.fromkeys([*frame["method"], *refused]))
                 if found is None:
                     found = run_methods
                 elif set(run_methods) != set(found):
@@ -291,13 +299,15 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
                     pass  # a run holding only the reason, so the tables can say why
                 continue  # DVC metrics are numbers: a skipped condition has none
             frames = [f for _, f in grid.frames[key]]
-            metrics = condition_metrics(frames, methods, n_boot=ev.bootstrap, seed=ev.seed)
+            ran = grid.applicable(key)
+            tags |= {S.not_applicable_tag(m): why for m, why in grid.not_applicable.get(key, {}).items()}
+            metrics = condition_metrics(frames, ran, n_boot=ev.bootstrap, seed=ev.seed)
             metrics |= baseline_metrics(grid.baselines[key], n_boot=ev.bootstrap, seed=ev.seed)
-            metrics |= localisation_metrics(frames, methods, n_boot=ev.bootstrap, seed=ev.seed)
+            metrics |= localisation_metrics(frames, ran, n_boot=ev.bootstrap, seed=ev.seed)
             metrics[S.TAU] = grid.geometry[cell.dataset][S.TAU]
             if cond == "trained":
                 metrics |= _classification(grid, cell.dataset, cell.arch)
-                sanity_stats = sanity_metrics(grid.sanity[(cell.dataset, cell.arch)], methods)
+                sanity_stats = sanity_metrics(grid.sanity[(cell.dataset, cell.arch)], ran)
                 metrics |= sanity_stats
                 sanity_json.setdefault(cell.dataset, {})[cell.arch] = {
                     stat: {m: {agg: round(sanity_stats[S.sanity_metric(stat, agg, m)], 6) for agg in ("mean", "std")
@@ -313,8 +323,8 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
                                    "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                                    **grid.geometry[cell.dataset]})
                 mlflow.log_metrics(metrics)
-            pg_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _pg_summary(metrics, methods)
-            loc_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _loc_summary(metrics, methods)
+            pg_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _pg_summary(metrics, ran)
+            loc_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _loc_summary(metrics, ran)
     return pg_json, loc_json, sanity_json
 
 
@@ -357,7 +367,8 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
         archs: list[str] = [c.arch for c in models if c.dataset == ds]
         trained: dict[str, list[pd.DataFrame]] = {
             a: [f for _, f in grid.frames[(ds, a, "trained")]] for a in archs if (ds, a, "trained") in grid.frames}
-        metrics = architecture_metrics(trained, grid.methods, permutations=ev.permutations, seed=ev.seed)
+        common = [m for m in grid.methods if all(m in grid.applicable((ds, a, "trained")) for a in trained)]
+        metrics = architecture_metrics(trained, common, permutations=ev.permutations, seed=ev.seed)
         for name, value in metrics.items():  # "dom/<m>[/<A>~<B>]" -> {ds: {"<m>[/<A>~<B>]": {dom: ...}}}
             stat, _, what = name.partition("/")
             arch_json.setdefault(ds, {}).setdefault(what, {})[stat] = round(value, 6)

@@ -152,6 +152,13 @@ def _num(row: pd.Series, metric: str) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _missing(row: pd.Series, method: str) -> Cell:
+    """The note of a method without a number: not applicable to this model (issue 26: Guided
+    Backprop on a GELU network; the reason in full, "n/a" where short), else not logged."""
+    why = _tag(row, S.not_applicable_tag(method))
+    return Cell(note=why, short_note="n/a") if why else Cell(note="not logged")
+
+
 def _tag(row: pd.Series, tag: str, default: str = "") -> str:
     value = row.get(f"tags.{tag}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -204,7 +211,7 @@ class StudyRuns:
             return note or Cell()
         mean = _num(row, S.agg_metric("mean", method, smoothed))
         if mean is None:
-            return Cell(note="not logged")
+            return _missing(row, method)
         return Cell(mean=mean, std=_num(row, S.agg_metric("std", method, smoothed)),
                     ci_low=_num(row, S.agg_metric("ci_low", method, smoothed)),
                     ci_high=_num(row, S.agg_metric("ci_high", method, smoothed)))
@@ -238,6 +245,8 @@ class StudyRuns:
         if row is None:
             return note or Cell()
         mean = _num(row, S.loc_agg_metric(metric, "mean", method, smoothed))
+        if mean is None and _tag(row, S.not_applicable_tag(method)):
+            return _missing(row, method)
         if mean is None:
             return Cell(note="constant maps" if (_num(row, "constant_maps") or 0) > 0 else "not logged")
         return Cell(mean=mean, std=_num(row, S.loc_agg_metric(metric, "std", method, smoothed)),

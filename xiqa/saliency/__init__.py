@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from xiqa.errors import XiqaError
 from xiqa.models import zoo
 from xiqa.saliency import methods as M
-from xiqa.saliency.capture import Captured, capture
+from xiqa.saliency.capture import Captured, capture, guided_refusal
 from xiqa.saliency.smoothing import smooth
 from xiqa.saliency.smoothing import smooth as smooth_maps  # `smooth` is also explain's flag
 from xiqa.schema import METHODS, SMOOTH_KERNEL, SMOOTH_SIGMA
@@ -27,7 +27,7 @@ VIL_NAMES = tuple(M.VILS)
 GUIDED_METHODS = ("guided_backprop", "guided_gradcam")
 CAM_METHODS = ("gradcam", "guided_gradcam")
 
-__all__ = ["METHODS", "Captured", "capture", "explain", "smooth"]
+__all__ = ["METHODS", "Captured", "applicable", "capture", "explain", "smooth"]
 
 
 def check_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
@@ -42,6 +42,19 @@ def check_methods(methods: Sequence[str] | None) -> tuple[str, ...]:
     if not methods:
         raise XiqaError("no saliency method requested")
     return tuple(dict.fromkeys(methods))
+
+
+def applicable(model: nn.Module, methods: Sequence[str] | None = None) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``(methods that can run on model, {method that cannot: why, one sentence})``, in order.
+
+    Only the guided methods can be refused (Guided Backprop needs ReLU-family activations: GELU,
+    Hardswish, ... have no guided rule); the others run on every CNN with a spatial feature map."""
+    methods = check_methods(methods)
+    refusal = guided_refusal(model) if set(methods) & set(GUIDED_METHODS) else None
+    if refusal is None:
+        return methods, {}
+    refused = {m: f"{m} is not applicable: {refusal}" for m in methods if m in GUIDED_METHODS}
+    return tuple(m for m in methods if m not in refused), refused
 
 
 def explain(model: nn.Module, images: Tensor, methods: Sequence[str] | None = None, *, arch: str,

@@ -102,6 +102,20 @@ def _activation_kinds() -> tuple[_Kinds, _Kinds, _Kinds]:
     return (nn.ReLU,), silu, unsupported
 
 
+def guided_refusal(model: nn.Module) -> str | None:
+    """Why Guided Backprop cannot run on ``model`` (one sentence), or None when it can: it needs
+    ReLU or SiLU/Swish activation modules, and none without a guided rule."""
+    relu_types, silu_types, unsupported = _activation_kinds()
+    for name, m in model.named_modules():
+        if isinstance(m, unsupported):
+            return (f"guided backprop has no rule for {type(m).__name__} at {name!r}; only ReLU and "
+                    "SiLU/Swish activations are supported")
+    if not any(isinstance(m, relu_types + silu_types) for m in model.modules()):
+        return (f"guided backprop found no ReLU or SiLU module in {type(model).__name__}; "
+                "it would silently be the plain gradient")
+    return None
+
+
 @dataclass
 class Captured:
     """What one :func:`capture` took from the model; every tensor is detached.
@@ -168,16 +182,18 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
         def keep(_module, args, out=None):
             calls[name] += 1
             acts[name] = args[0] if on_input else out
+            # the network goes on with a copy, so that an in-place function after the module
+            # (DenseNet's F.relu(features, inplace=True)) cannot overwrite the kept tensor
+            return None if on_input else out.clone()
         return keep
 
     try:
         for mod, _ in inplace_flags:
             mod.inplace = False  # a kept tensor must not be overwritten by the next in-place op
         if guided:
-            for name, m in model.named_modules():
+            for m in model.modules():
                 if isinstance(m, unsupported):
-                    raise XiqaError(f"guided backprop has no rule for {type(m).__name__} at "
-                                    f"{name!r}; only ReLU and SiLU/Swish activations are supported")
+                    raise XiqaError(guided_refusal(model) or "")
                 if isinstance(m, relu_types):
                     handles.append(m.register_forward_hook(relu_hook))
                 elif isinstance(m, silu_types):
