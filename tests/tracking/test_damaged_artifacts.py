@@ -148,3 +148,54 @@ def test_a_version_without_the_tag_loads_with_a_warning(root: Path, caplog: pyte
     x = torch.randn(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
+
+
+@pytest.mark.slow
+def test_dvc_catches_damaged_prepared_data_and_the_stages_refuse_a_damaged_model(make_project) -> None:
+    """Real DVC in a throw-away repository: a flipped byte in the prepared image cache shows in
+    ``dvc status`` and ``dvc checkout`` restores it; then the evaluate and sanity stages, given a
+    pointer to a version whose stored weights were damaged, exit 2 in one sentence, write no
+    pointer, and their runs are FAILED with no metric logged."""
+    import mlflow
+
+    from xiqa import paths
+    from xiqa.io import write_json
+
+    try:
+        from tests.conftest import BIN, run
+    except ModuleNotFoundError:
+        from conftest import BIN, run
+    dvc = str(BIN / "dvc")
+    root = make_project({"data": {"lvot": {"n_patients": 6, "slices_per_patient": 4, "size": 48}},
+                         "sanity": {"samples": 2}})
+    run(root, dvc, "repro", "prepare@lvot")
+    cache = root / "data" / "prepared" / "lvot" / "images_112px.npy"
+    good = _sha256(cache)
+    _flip_a_byte(cache)
+    status = run(root, dvc, "status", "prepare@lvot").stdout
+    assert "modified:" in status and "data/prepared/lvot" in status, status
+    run(root, dvc, "checkout", "--force", "prepare@lvot")
+    assert _sha256(cache) == good
+    assert "up to date" in run(root, dvc, "status", "prepare@lvot").stdout
+
+    _, reg = _register(root, 1, dataset="lvot", image_size=112)
+    write_json(paths.model_pointer(root, "lvot", "resnet34", "trained", 1), reg.pointer())
+    stored = _stored_weights(root, reg.version, name=reg.name)
+    before = _sha256(stored)
+    _flip_a_byte(stored)
+    after = _sha256(stored)
+    for stage, only in (("evaluate", ["--condition", "trained"]), ("sanity", [])):
+        proc = run(root, str(BIN / "python"), "-m", f"pipelines.{stage}", "--dataset", "lvot", "--arch",
+                   "resnet34", "--seed", "1", *only, check=False)
+        [line] = _error_lines(proc.stderr)
+        assert proc.returncode == 2, proc.stderr
+        assert line == (f"xiqa: error: model version {reg.name}/{reg.version}: the downloaded weights have "
+                        f"SHA-256 {after}, but {before} was recorded at registration; the stored artifact is "
+                        "damaged, so nothing was computed from it (restore the store from a backup, or "
+                        "register the model again)")
+    assert not (root / "eval").exists() and not (root / "sanity").exists()
+    runs = mlflow.search_runs(experiment_names=["xiqa-lvot"], output_format="list")
+    stage_runs = [r for r in runs if r.info.run_name.startswith(("evaluate ", "sanity "))]
+    assert sorted(r.info.run_name for r in stage_runs) == ["evaluate lvot-resnet34 trained-s1",
+                                                          "sanity lvot-resnet34 trained-s1"]
+    assert [(r.info.status, r.data.metrics) for r in stage_runs] == [("FAILED", {})] * 2
