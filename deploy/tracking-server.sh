@@ -21,7 +21,10 @@
 #   XIQA_SERVER_AUTH=1   basic auth; then MLFLOW_FLASK_SERVER_SECRET_KEY and
 #                        MLFLOW_AUTH_ADMIN_PASSWORD are required (no defaults exist anywhere),
 #                        MLFLOW_AUTH_ADMIN_USERNAME is optional (admin). Clients set
-#                        MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+#                        MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD. The secret key
+#                        must be at least 32 bytes (openssl rand -hex 32).
+#   XIQA_AUTH_DEFAULT_PERMISSION  what a user may do where nothing was granted: READ (default)
+#                        or NO_PERMISSIONS (users see only what the admin grants them)
 #   XIQA_AUTH_CACHE_S    seconds a checked password is cached per worker (60)
 # Run as root, PostgreSQL runs as the `postgres` user (initdb refuses root), so that user
 # must be able to enter DIR.
@@ -103,6 +106,13 @@ answers && die "$url already answers: stop that server first, or choose another 
 if [ "${XIQA_SERVER_AUTH:-0}" = 1 ]; then
     [ -n "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ] ||
         die "XIQA_SERVER_AUTH=1 needs MLFLOW_FLASK_SERVER_SECRET_KEY (a long random string, the same on every server)"
+    key_bytes="$(printf '%s' "$MLFLOW_FLASK_SERVER_SECRET_KEY" | wc -c)"
+    [ "$key_bytes" -ge 32 ] ||
+        die "MLFLOW_FLASK_SERVER_SECRET_KEY is $key_bytes bytes long, shorter than 32: use e.g. \$(openssl rand -hex 32)"
+    case "${XIQA_AUTH_DEFAULT_PERMISSION:-READ}" in
+        READ|NO_PERMISSIONS) ;;
+        *) die "XIQA_AUTH_DEFAULT_PERMISSION=$XIQA_AUTH_DEFAULT_PERMISSION: use READ or NO_PERMISSIONS" ;;
+    esac
     [ -n "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ] ||
         die "XIQA_SERVER_AUTH=1 needs MLFLOW_AUTH_ADMIN_PASSWORD (the admin's password, used when the user store is created)"
 fi
@@ -153,8 +163,9 @@ if [ "${XIQA_SERVER_AUTH:-0}" = 1 ]; then
     # CPU), which made a training run's few dozen requests take minutes; a changed password is
     # honoured by every worker after at most XIQA_AUTH_CACHE_S seconds
     (umask 077
-     printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s/mlflow_auth\nadmin_username = %s\nauth_cache_ttl_seconds = %s\n' \
-         "$db_uri" "${MLFLOW_AUTH_ADMIN_USERNAME:-admin}" "${XIQA_AUTH_CACHE_S:-60}" > "$dir/basic_auth.ini")
+     printf '[mlflow]\ndefault_permission = %s\ndatabase_uri = %s/mlflow_auth\nadmin_username = %s\nauth_cache_ttl_seconds = %s\n' \
+         "${XIQA_AUTH_DEFAULT_PERMISSION:-READ}" "$db_uri" "${MLFLOW_AUTH_ADMIN_USERNAME:-admin}" \
+         "${XIQA_AUTH_CACHE_S:-60}" > "$dir/basic_auth.ini")
     export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
     auth=(--app-name basic-auth)
 fi

@@ -40,6 +40,14 @@ def run(app: typer.Typer) -> None:
     except XiqaError as err:
         typer.echo(f"xiqa: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except Exception as err:  # a request the tracking server refused (HTTP 403) is the user's
+        from xiqa.tracking.store import refusal
+
+        refused = refusal(err)
+        if refused is None:
+            raise
+        typer.echo(f"xiqa: error: {refused}", err=True)
+        sys.exit(refused.exit_code)
     except Terminated as err:  # SIGTERM inside an MLflow run: the run is already marked KILLED
         typer.echo(f"xiqa: {err}: the MLflow run is marked KILLED, its outputs are not written", err=True)
         sys.exit(128 + signal.SIGTERM)

@@ -31,6 +31,14 @@ class _Guarded(TyperGroup):
         except XiqaError as err:
             typer.echo(f"xiqa: error: {err}", err=True)
             raise typer.Exit(err.exit_code) from None
+        except Exception as err:  # a request the tracking server refused (HTTP 403) is the user's
+            from xiqa.tracking.store import refusal
+
+            refused = refusal(err)
+            if refused is None:
+                raise
+            typer.echo(f"xiqa: error: {refused}", err=True)
+            raise typer.Exit(refused.exit_code) from None
 
 
 app = typer.Typer(

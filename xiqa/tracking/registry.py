@@ -244,6 +244,11 @@ def model_version(client: MlflowClient, ref: str):
         if version is not None:
             return client.get_model_version(name, version)
     except MlflowException as err:
+        from xiqa.tracking.store import refusal
+
+        refused = refusal(err)
+        if refused is not None:
+            raise refused from None
         raise XiqaError(f"model {ref!r} not found in the registry at {client.tracking_uri} "
                         f"({err.error_code})") from None
     raise XiqaError(f"model reference {ref!r} names neither an alias nor a version")

@@ -180,6 +180,24 @@ def _check_login(uri: str, timeout: float) -> None:
         return  # it answered /health a moment ago; let MLflow retry and report
 
 
+def refusal(err: BaseException) -> XiqaError | None:
+    """The one sentence for a request the tracking server refused for lack of permission (an
+    ``MlflowException`` with error code ``PERMISSION_DENIED``, HTTP 403), naming the server, the
+    user and the endpoint; None for any other error. Duck-typed, so an error boundary can ask
+    without importing mlflow."""
+    import re
+
+    if getattr(err, "error_code", None) != "PERMISSION_DENIED":
+        return None
+    uri = os.environ.get(TRACKING_ENV) or "the tracking server"
+    user = os.environ.get(USER_ENV) or "(no login)"
+    endpoint = re.search(r"endpoint (\S+)", str(err))
+    what = f"the request {endpoint[1]}" if endpoint else "the request"
+    return XiqaError(f"{TRACKING_ENV}={uri}: the tracking server refused {what} of {USER_ENV}={user} "
+                     "(HTTP 403, permission denied); nothing was changed there, ask its admin for READ "
+                     "(to read) or EDIT (to log runs and register models) on the experiment or model")
+
+
 def open_client(root: Path):
     """An ``MlflowClient`` on the project's store, for read-only commands: the embedded
     database must already exist (it is not created just to be found empty)."""
