@@ -164,10 +164,23 @@ def listening(pids: list[int]) -> list[tuple[str, int, str]]:
     return sorted(found)
 
 
+def beyond_loopback(sockets: list[tuple[str, int, str]]) -> list[str]:
+    """``"<process name> <pid> <address>:<port>"`` for each of ``sockets`` (:func:`listening`'s
+    tuples) at a non-loopback address (``*``, 0.0.0.0, ``::``, an external interface);
+    127.0.0.0/8, ::1 and ::ffff:127.0.0.1 (where Ray's gRPC servers bind) are loopback."""
+    import ipaddress
+
+    def loopback(ip: str) -> bool:
+        address = ipaddress.ip_address(ip.split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        return (mapped or address).is_loopback
+
+    return [f"{who} {ip}:{port}" for ip, port, who in sockets if not loopback(ip)]
+
+
 def listening_beyond_loopback(pids: list[int]) -> list[str]:
-    """``"<process name> <pid> <address>:<port>"`` for each socket that one of ``pids`` listens on
-    at an address other than 127.0.0.1 / ::1 (``*``, 0.0.0.0, an external interface)."""
-    return [f"{who} {ip}:{port}" for ip, port, who in listening(pids) if ip not in ("127.0.0.1", "::1")]
+    """:func:`beyond_loopback` of what ``pids`` listen on now."""
+    return beyond_loopback(listening(pids))
 
 
 @contextmanager
