@@ -184,20 +184,28 @@ def listening_beyond_loopback(pids: list[int]) -> list[str]:
 
 
 @contextmanager
-def tracking_server(**settings: str) -> Iterator[Server]:
+def tracking_server(password: str | None = None, restore: Path | None = None, **settings: str) -> Iterator[Server]:
     """Start the team server with the repository's own script on free ports, in a fresh folder
     (world-traversable: as root, PostgreSQL runs as the ``postgres`` user), with ``settings``
-    added to its environment; check that nothing of it listens beyond 127.0.0.1; stop and
-    delete it after. Fails, never skips, when it cannot start (PostgreSQL missing, say)."""
+    added to its environment (``restore``: first restore that backup into the folder; then pass
+    the backed-up server's admin ``password``); check that nothing of it listens beyond
+    127.0.0.1; stop and delete it after. Fails, never skips, when it cannot start."""
     folder = Path(tempfile.mkdtemp(prefix="xiqa-server-"))
     folder.chmod(0o755)
-    password = secrets.token_urlsafe(16)  # per server: the repository holds no password
+    password = password or secrets.token_urlsafe(16)  # per server: the repository holds no password
     secret_key = secrets.token_hex(16)
     mlflow_port, pg_port = free_ports(2)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "XIQA_SERVER_PORT": str(mlflow_port), "XIQA_PG_PORT": str(pg_port),
            "XIQA_SERVER_AUTH": "1", "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key,
            "MLFLOW_AUTH_ADMIN_PASSWORD": password, "XIQA_SERVER_WORKERS": "2", **settings}
+    if restore is not None:
+        restored = subprocess.run(["bash", str(SERVER_SCRIPT), "restore", str(folder), str(restore)], env=env,
+                                  text=True, capture_output=True, timeout=300)
+        if restored.returncode != 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.fail(f"restore failed (exit {restored.returncode}): {restored.stderr.strip()[-3000:]}",
+                        pytrace=False)
     start = subprocess.run(["bash", str(SERVER_SCRIPT), "start", str(folder)], env=env, text=True,
                            capture_output=True, timeout=300)
     try:
