@@ -40,10 +40,11 @@ def run(app: typer.Typer) -> None:
     except XiqaError as err:
         typer.echo(f"xiqa: error: {err}", err=True)
         sys.exit(err.exit_code)
-    except Exception as err:  # a request the tracking server refused (HTTP 403) is the user's
+    except Exception as err:  # a request the server refused (HTTP 403), a full disk: the user's
+        from xiqa.io import disk_full
         from xiqa.tracking.store import refusal
 
-        refused = refusal(err)
+        refused = refusal(err) or disk_full(err)
         if refused is None:
             raise
         typer.echo(f"xiqa: error: {refused}", err=True)
