@@ -162,9 +162,8 @@ def test_a_reader_reads_and_never_writes_and_a_user_granted_nothing_reads_nothin
     [line] = _error_lines(err)
     assert code == 2 and line == (
         f"xiqa: error: MLFLOW_TRACKING_URI={server.url}: the tracking server refused the request "
-        "/api/2.0/mlflow/runs/create of MLFLOW_TRACKING_USERNAME=reader (HTTP 403, permission denied); nothing "
-        "was changed there, ask its admin for READ (to read) or EDIT (to log runs and register models) on the "
-        "experiment or model")
+        "/api/2.0/mlflow/runs/create of MLFLOW_TRACKING_USERNAME=reader (HTTP 403, permission denied); ask its "
+        "admin for READ (to read) or EDIT (to log runs and register models) on the experiment or model")
     source = admin.get_model_version(NAME, "1").source
     writes = {
         "log a run": lambda: reader.create_run(experiments["xiqa-objectcxr"]),

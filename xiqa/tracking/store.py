@@ -194,8 +194,8 @@ def refusal(err: BaseException) -> XiqaError | None:
     endpoint = re.search(r"endpoint (\S+)", str(err))
     what = f"the request {endpoint[1]}" if endpoint else "the request"
     return XiqaError(f"{TRACKING_ENV}={uri}: the tracking server refused {what} of {USER_ENV}={user} "
-                     "(HTTP 403, permission denied); nothing was changed there, ask its admin for READ "
-                     "(to read) or EDIT (to log runs and register models) on the experiment or model")
+                     "(HTTP 403, permission denied); ask its admin for READ (to read) or EDIT (to log runs "
+                     "and register models) on the experiment or model")
 
 
 def open_client(root: Path):
