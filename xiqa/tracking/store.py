@@ -450,15 +450,17 @@ def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
 def _artifacts_full(err: BaseException, run: Run) -> XiqaError | None:
     """One sentence for a full disk met while MLflow wrote local artifacts of ``run`` (its
     ``OSError`` rarely names the file): the run's artifact folder, and what became of the run."""
+    import errno
+
     from xiqa.io import disk_full
 
     if disk_full(err) is None:
         return None
     uri = run.info.artifact_uri or ""
     where = uri.removeprefix("file://") if uri.startswith("file://") else (getattr(err, "filename", None) or uri)
-    what = disk_full(err, where)
-    return XiqaError(f"{str(what).split(' while ')[0]} while MLflow wrote the run's artifacts; run "
-                     f"{run.info.run_id} is marked FAILED and keeps no model version (free some space, then rerun)")
+    what = "no space left on device" if getattr(err, "errno", None) == errno.ENOSPC else "disk quota exceeded"
+    return XiqaError(f"{where}: {what} while MLflow wrote the run's artifacts; run {run.info.run_id} is "
+                     "marked FAILED and keeps no model version (free some space, then rerun)")
 
 
 def _abandon(run: Run, status: str) -> None:
