@@ -40,6 +40,15 @@ def run(app: typer.Typer) -> None:
     except XiqaError as err:
         typer.echo(f"xiqa: error: {err}", err=True)
         sys.exit(err.exit_code)
+    except Exception as err:  # a request the server refused (HTTP 403), a full disk: the user's
+        from xiqa.io import disk_full
+        from xiqa.tracking.store import refusal
+
+        refused = refusal(err) or disk_full(err)
+        if refused is None:
+            raise
+        typer.echo(f"xiqa: error: {refused}", err=True)
+        sys.exit(refused.exit_code)
     except Terminated as err:  # SIGTERM inside an MLflow run: the run is already marked KILLED
         typer.echo(f"xiqa: {err}: the MLflow run is marked KILLED, its outputs are not written", err=True)
         sys.exit(128 + signal.SIGTERM)

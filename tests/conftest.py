@@ -122,6 +122,7 @@ class Server:
     user: str
     password: str
     folder: Path
+    secret_key: str = ""
 
     @property
     def env(self) -> dict[str, str]:
@@ -129,27 +130,94 @@ class Server:
         return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": self.user,
                 "MLFLOW_TRACKING_PASSWORD": self.password}
 
+    def pids(self) -> list[int]:
+        """The server's processes: PostgreSQL's postmaster and ``mlflow server`` with all their
+        children (workers, uvicorn, PostgreSQL's backends)."""
+        import psutil
+
+        roots = [int((self.folder / "mlflow.pid").read_text())]
+        postmaster = self.folder / "postgres" / "postmaster.pid"
+        if postmaster.is_file():
+            roots.append(int(postmaster.read_text().split()[0]))
+        found = []
+        for pid in roots:
+            try:
+                parent = psutil.Process(pid)
+                found += [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+            except psutil.NoSuchProcess:
+                continue
+        return found
+
+
+def listening(pids: list[int]) -> list[tuple[str, int, str]]:
+    """``(address, port, "<process name> <pid>")`` of every socket one of ``pids`` listens on."""
+    import psutil
+
+    wanted, found = set(pids), []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.pid in wanted and conn.status == psutil.CONN_LISTEN:
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.NoSuchProcess:
+                name = "?"
+            found.append((conn.laddr.ip, conn.laddr.port, f"{name} {conn.pid}"))
+    return sorted(found)
+
+
+def beyond_loopback(sockets: list[tuple[str, int, str]]) -> list[str]:
+    """``"<process name> <pid> <address>:<port>"`` for each of ``sockets`` (:func:`listening`'s
+    tuples) at a non-loopback address (``*``, 0.0.0.0, ``::``, an external interface);
+    127.0.0.0/8, ::1 and ::ffff:127.0.0.1 (where Ray's gRPC servers bind) are loopback."""
+    import ipaddress
+
+    def loopback(ip: str) -> bool:
+        address = ipaddress.ip_address(ip.split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        return (mapped or address).is_loopback
+
+    return [f"{who} {ip}:{port}" for ip, port, who in sockets if not loopback(ip)]
+
+
+def listening_beyond_loopback(pids: list[int]) -> list[str]:
+    """:func:`beyond_loopback` of what ``pids`` listen on now."""
+    return beyond_loopback(listening(pids))
+
 
 @contextmanager
-def tracking_server() -> Iterator[Server]:
+def tracking_server(password: str | None = None, restore: Path | None = None, **settings: str) -> Iterator[Server]:
     """Start the team server with the repository's own script on free ports, in a fresh folder
-    (world-traversable: as root, PostgreSQL runs as the ``postgres`` user); stop and delete it
-    after. Fails, never skips, when it cannot start (PostgreSQL missing, say)."""
+    (world-traversable: as root, PostgreSQL runs as the ``postgres`` user), with ``settings``
+    added to its environment (``restore``: first restore that backup into the folder; then pass
+    the backed-up server's admin ``password``); check that nothing of it listens beyond
+    127.0.0.1; stop and delete it after. Fails, never skips, when it cannot start."""
     folder = Path(tempfile.mkdtemp(prefix="xiqa-server-"))
     folder.chmod(0o755)
-    password = secrets.token_urlsafe(16)  # per server: the repository holds no password
+    password = password or secrets.token_urlsafe(16)  # per server: the repository holds no password
+    secret_key = secrets.token_hex(16)
     mlflow_port, pg_port = free_ports(2)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "XIQA_SERVER_PORT": str(mlflow_port), "XIQA_PG_PORT": str(pg_port),
-           "XIQA_SERVER_AUTH": "1", "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-           "MLFLOW_AUTH_ADMIN_PASSWORD": password, "XIQA_SERVER_WORKERS": "2"}
+           "XIQA_SERVER_AUTH": "1", "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key,
+           "MLFLOW_AUTH_ADMIN_PASSWORD": password, "XIQA_SERVER_WORKERS": "2", **settings}
+    if restore is not None:
+        restored = subprocess.run(["bash", str(SERVER_SCRIPT), "restore", str(folder), str(restore)], env=env,
+                                  text=True, capture_output=True, timeout=300)
+        if restored.returncode != 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            pytest.fail(f"restore failed (exit {restored.returncode}): {restored.stderr.strip()[-3000:]}",
+                        pytrace=False)
     start = subprocess.run(["bash", str(SERVER_SCRIPT), "start", str(folder)], env=env, text=True,
                            capture_output=True, timeout=300)
     try:
         if start.returncode != 0:
             pytest.fail(f"the tracking server did not start (deploy/tracking-server.sh exited "
                         f"{start.returncode}): {start.stderr.strip()[-3000:]}", pytrace=False)
-        yield Server(start.stdout.strip().splitlines()[-1], "admin", password, folder)
+        server = Server(start.stdout.strip().splitlines()[-1], "admin", password, folder, secret_key)
+        ports = {port for _, port, _ in listening(server.pids())}
+        assert {mlflow_port, pg_port} <= ports, f"{sorted(ports)}: not the server's ports"
+        beyond = listening_beyond_loopback(server.pids())
+        assert not beyond, f"the test server listens beyond 127.0.0.1: {beyond}"
+        yield server
     finally:
         subprocess.run(["bash", str(SERVER_SCRIPT), "stop", str(folder)], env=env,
                        capture_output=True, timeout=120)

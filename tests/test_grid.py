@@ -5,7 +5,8 @@ Fast tests: Ray is never imported by the default path, its absence is one senten
 `--dry-run` lists exactly the out-of-date cells.
 
 The slow one is real: a two-node Ray cluster on 127.0.0.1 (`ray.cluster_utils.Cluster`, one CPU
-per node, no dashboard), a local-folder DVC remote, the PostgreSQL-backed MLflow server of
+per node, no dashboard; every node, worker and the driver pinned to 127.0.0.1, and checked with
+psutil to listen nowhere else), a local-folder DVC remote, the PostgreSQL-backed MLflow server of
 `deploy/tracking-server.sh`, and a tiny grid (2 architectures x 2 seeds, FR, one epoch at 32 px).
 In the middle of the run the worker node running a training cell is lost (its training process
 and raylet SIGKILLed); a fresh worker node joins. It checks that the retry marks the lost run KILLED with no
@@ -29,9 +30,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.conftest import BIN, Server, project_env, run, tracking_server
+    from tests.conftest import BIN, Server, beyond_loopback, listening, project_env, run, tracking_server
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
-    from conftest import BIN, Server, project_env, run, tracking_server
+    from conftest import BIN, Server, beyond_loopback, listening, project_env, run, tracking_server
 
 from xiqa.tracking.store import PID_TAG, REAPED_TAG
 
@@ -48,6 +49,7 @@ TINY = {
     "evaluate": {"batch_size": 8, "bootstrap": 20, "permutations": 10, "figure_samples": 1},
     "report": {"formats": ["md", "csv"]},
 }
+LOOPBACK = "127.0.0.1"
 CELLS = {"train@model0-1", "train@model0-2", "train@model1-1", "train@model1-2",
          "randomise@model0-fr", "randomise@model1-fr", "evaluate@0", "evaluate@1",
          "sanity@0", "sanity@1"}
@@ -167,10 +169,19 @@ def _runs(client, status: str | None = None) -> list:
     return client.search_runs([exp.experiment_id], query, max_results=1000) if exp else []
 
 
-def _kill_a_training_node(client, cluster, grid: subprocess.Popen, timeout_s: float = 600):
+def _ours(server: Server) -> list[int]:
+    """Every process this test started: the Ray nodes, their workers, the grid driver (children
+    of this process) and the tracking server (PostgreSQL, ``mlflow server``)."""
+    import psutil
+
+    return [p.pid for p in psutil.Process().children(recursive=True)] + server.pids()
+
+
+def _kill_a_training_node(client, cluster, grid: subprocess.Popen, server: Server, timeout_s: float = 600):
     """Wait until a training run is RUNNING on a worker node, then lose that node as a machine
     is lost: its training process (the run's ``xiqa.pid``) and its raylet SIGKILLed, so nobody
-    ends the run; then add a fresh worker node. Returns (that run, the node id)."""
+    ends the run; then add a fresh worker node. Returns (that run, the node id, the sockets that
+    every process of the test listened on just before: ``listening``'s tuples)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if grid.poll() is not None:
@@ -179,10 +190,11 @@ def _kill_a_training_node(client, cluster, grid: subprocess.Popen, timeout_s: fl
         for r in _runs(client, "RUNNING"):
             node = r.data.tags.get("xiqa.node")
             if r.data.tags.get("condition") == "trained" and node in workers:
+                sockets = listening(_ours(server))  # every kind of process is up now
                 os.kill(int(r.data.tags[PID_TAG]), signal.SIGKILL)
                 cluster.remove_node(workers[node], allow_graceful=False)
-                cluster.add_node(num_cpus=1)
-                return r, node
+                cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+                return r, node, sockets
         time.sleep(0.2)
     raise AssertionError(f"no training ran on a worker node within {timeout_s} s")
 
@@ -215,14 +227,18 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
     root = make_project(TINY, name="cluster")
     _with_remote(root, tmp_path / "remote")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray's own switch for "this machine is no cluster": every Ray process (the nodes, their
+    # workers, the grid driver) then takes 127.0.0.1 as its node address, which otherwise
+    # resolves to the machine's external interface (gRPC servers bound to `::` with it)
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     for key in ("PYTHONHASHSEED", "OMP_NUM_THREADS"):  # the nodes' workers inherit this process's
         monkeypatch.setenv(key, project_env(root)[key])
     monkeypatch.setenv("XIQA_GRID_SCRATCH", str(tmp_path / "scratch"))
     (tmp_path / "scratch").mkdir()
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+                      head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": LOOPBACK})
     try:
-        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
         client = mlflow.MlflowClient(server.url, registry_uri=server.url)
         for key, value in server.env.items():
             monkeypatch.setenv(key, value)
@@ -232,7 +248,7 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
                                      cluster.address, "--max-retries", "2"], cwd=root, text=True,
                                     stdout=log, stderr=subprocess.STDOUT,
                                     env={**project_env(root), **server.env})
-            killed, killed_node = _kill_a_training_node(client, cluster, grid)
+            killed, killed_node, sockets = _kill_a_training_node(client, cluster, grid, server)
             grid.wait(timeout=900)
         cluster_s = time.monotonic() - started
         output = (tmp_path / "grid.log").read_text()
@@ -241,6 +257,10 @@ def test_the_grid_on_a_two_node_ray_cluster_equals_a_sequential_repro(
         cluster.shutdown()
     print(f"\ntiny grid (8 cells): sequential dvc repro {sequential_s:.0f} s, "
           f"2-node Ray cluster with one node killed {cluster_s:.0f} s")
+    # the GCS, raylets, workers, the driver, PostgreSQL and mlflow server: loopback only
+    names = {who.split()[0] for _, _, who in sockets}
+    assert {"gcs_server", "raylet", "postgres"} <= names, sorted(names)
+    assert beyond_loopback(sockets) == []
 
     # the killed attempt: marked KILLED by the retry of its cell (its owner is gone), no version;
     # the retry finished on another node

@@ -1,8 +1,14 @@
 """Atomic writes (a file or folder appears whole or not at all: temp file, then rename), and the
-reading of the small JSON pointers the stages pass on."""
+reading of the small JSON pointers the stages pass on.
+
+A full disk is a user error: :func:`atomic_path` turns ENOSPC / EDQUOT into one sentence naming
+the file and "no space left on device", having removed its temporary path, so the previous
+version of the file is intact; :func:`disk_full` does the same for an error raised elsewhere
+(MLflow writing local artifacts), for the error boundaries."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -23,8 +29,14 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
     is left exactly as it was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        full = disk_full(err, target)
+        if full is None:
+            raise
+        raise full from None
     work = tmp / (target.name + suffix)
     try:
         yield work
@@ -37,8 +49,36 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(work, target)
+    except OSError as err:
+        full = disk_full(err, target)
+        if full is None:
+            raise
+        raise full from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(err: BaseException, path: Path | str | None = None) -> XiqaError | None:
+    """The one sentence for a write that found the disk (or the quota) full, naming ``path``
+    (default: the file the error names); None for any other error."""
+    if not isinstance(err, OSError) or err.errno not in _FULL:
+        return None
+    where = path if path is not None else (err.filename or "a file")
+    what = "no space left on device" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    return XiqaError(f"{where}: {what} while writing it; nothing was half-written and its previous "
+                     "version, if any, is intact (free some space, then rerun)")
+
+
+def reserve(path: Path) -> None:
+    """Allocate every block of file ``path`` now (``posix_fallocate``), so that a disk too small
+    for it is an ENOSPC here rather than a SIGBUS later, when a memory map of it is written."""
+    with open(path, "r+b") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size:
+            os.posix_fallocate(fh.fileno(), 0, size)
 
 
 def write_json(path: Path, data: Any) -> None:

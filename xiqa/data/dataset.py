@@ -126,7 +126,7 @@ def write_image_cache(root: Path, dataset: str, image_size: int) -> tuple[Path, 
 
     from xiqa.data.images import read_scan
     from xiqa.data.transforms import to_cached
-    from xiqa.io import atomic_path, write_json
+    from xiqa.io import atomic_path, reserve, write_json
 
     prepared = prepared_dir(Path(root), dataset).resolve()
     raw = raw_dir(Path(root), dataset).resolve()
@@ -148,6 +148,7 @@ def write_image_cache(root: Path, dataset: str, image_size: int) -> tuple[Path, 
     # map() hands the results back in row order
     with atomic_path(npy) as tmp, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(tmp)  # a full disk: ENOSPC now, not SIGBUS from the writes into the map below
         for row, image in enumerate(pool.map(one, paths)):
             out[row] = image
         out.flush()

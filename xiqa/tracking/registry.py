@@ -11,6 +11,12 @@ default ``pt2`` format loads back as an exported graph on which module hooks nev
 and saliency needs hooks. Load one with :func:`load_model` (or
 ``mlflow.pytorch.load_model("models:/xiqa-objectcxr-resnet34@trained-s1")``).
 
+Each version also carries ``weights_sha256``: the SHA-256 of its weights file
+(``data/model.pth`` in the model artifact), hashed from the local copy before it is uploaded.
+:func:`load_model` and :func:`pull` download a version, hash the file again and refuse one whose
+hash differs (a damaged artifact) before unpickling it; a version registered before the tag
+existed loads with a one-line warning.
+
 ``data_md5`` is the md5 DVC gives the folder ``data/prepared/<dataset>`` (the splits, boxes and
 image list the run used), computed here the way DVC computes a directory hash
 (:func:`dvc_dir_md5`) rather than read from ``dvc.lock``, so it is right outside ``dvc repro``
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 MODEL_ARTIFACT = "model"
+WEIGHTS_FILE = "data/model.pth"  # what mlflow.pytorch writes for serialization_format="pickle"
+WEIGHTS_TAG = "weights_sha256"
 BEST = "best"
 _REF = re.compile(r"^(?P<name>[^@/:]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
 
@@ -133,6 +141,7 @@ def register(model: nn.Module, *, dataset: str, arch: str, library: str, conditi
     failure before it registers nothing."""
     import mlflow
     import mlflow.pytorch
+    from mlflow.models import Model
 
     run = mlflow.active_run()
     if run is None:
@@ -141,15 +150,19 @@ def register(model: nn.Module, *, dataset: str, arch: str, library: str, conditi
     quiet = logging.getLogger("mlflow.pytorch")  # its pickle warning: a deliberate choice (SPEC 10)
     level = quiet.level
     quiet.setLevel(logging.ERROR)
-    try:
-        info = mlflow.pytorch.log_model(
-            model.cpu().eval(), name=MODEL_ARTIFACT, serialization_format="pickle",
+    flavor = _HashingPytorchFlavor()
+    try:  # what mlflow.pytorch.log_model does, with a flavor that hashes the file it saves
+        info = Model.log(
+            artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, flavor_name="mlflow.pytorch",
+            pytorch_model=model.cpu().eval(), serialization_format="pickle",
             signature=signature(image_size), pip_requirements=pip_requirements(library))
     finally:
         quiet.setLevel(level)
+    if flavor.sha256 is None:
+        raise RuntimeError(f"mlflow.pytorch.save_model wrote no {WEIGHTS_FILE}")
     tags = {"condition": condition, "seed": str(seed), "data_md5": data_md5,
             "git_commit": git_commit, "dataset": dataset, "arch": arch,
-            "image_size": str(image_size)}
+            "image_size": str(image_size), WEIGHTS_TAG: flavor.sha256}
     if val_auc is not None:
         tags["val_auc"] = repr(float(val_auc))
     if start is not None:
@@ -171,7 +184,7 @@ def register_stand_in(model: nn.Module, *, arch: str, library: str, image_size: 
     run and register it as a new version of ``xiqa-pretrain-<arch>`` with ``tags``, aliased
     ``stand-in``."""
     import mlflow
-    import mlflow.pytorch
+    from mlflow.models import Model
 
     from xiqa.paths import pretrain_model_name
 
@@ -183,13 +196,17 @@ def register_stand_in(model: nn.Module, *, arch: str, library: str, image_size: 
     quiet = logging.getLogger("mlflow.pytorch")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
+    flavor = _HashingPytorchFlavor()
     try:
-        info = mlflow.pytorch.log_model(
-            model.cpu().eval(), name=MODEL_ARTIFACT, serialization_format="pickle",
+        info = Model.log(
+            artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, flavor_name="mlflow.pytorch",
+            pytorch_model=model.cpu().eval(), serialization_format="pickle",
             signature=signature(image_size, classes), pip_requirements=pip_requirements(library))
     finally:
         quiet.setLevel(level)
-    mv = mlflow.register_model(info.model_uri, name, tags={**tags, "arch": arch})
+    if flavor.sha256 is None:
+        raise RuntimeError(f"mlflow.pytorch.save_model wrote no {WEIGHTS_FILE}")
+    mv = mlflow.register_model(info.model_uri, name, tags={**tags, "arch": arch, WEIGHTS_TAG: flavor.sha256})
     client = mlflow.MlflowClient()
     client.update_model_version(name, mv.version, description=(
         f"Stand-in start of {arch} (no ImageNet weights offline): pretext {tags.get('route')}, "
@@ -211,6 +228,24 @@ def describe_start(condition: str, seed: int, start: str) -> str:
     what = {"imagenet": "ImageNet weights", "scratch": "random initialisation (no pretraining)"}
     origin = what.get(start) or f"the stand-in pretraining of MLflow run {start.split(':', 1)[1]}"
     return f"{condition} model, seed {seed}; backbone start: {start} ({origin})."
+
+
+class _HashingPytorchFlavor:
+    """``mlflow.pytorch`` as the ``flavor`` of ``mlflow.models.Model.log`` (a module with
+    ``save_model``), remembering the SHA-256 of the weights file it saved locally, before the
+    upload: the hash is of what xiqa wrote, not of what the store received."""
+
+    __name__ = "mlflow.pytorch"
+
+    def __init__(self) -> None:
+        self.sha256: str | None = None
+
+    def save_model(self, path: str, mlflow_model: Any, **kwargs: Any) -> None:
+        import mlflow.pytorch
+
+        mlflow.pytorch.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        weights = Path(path) / WEIGHTS_FILE
+        self.sha256 = _file_digest(weights, "sha256") if weights.is_file() else None
 
 
 def update_best(client: MlflowClient, name: str) -> str | None:
@@ -266,6 +301,11 @@ def model_version(client: MlflowClient, ref: str):
         if version is not None:
             return client.get_model_version(name, version)
     except MlflowException as err:
+        from xiqa.tracking.store import refusal
+
+        refused = refusal(err)
+        if refused is not None:
+            raise refused from None
         raise XiqaError(f"model {ref!r} not found in the registry at {client.tracking_uri} "
                         f"({err.error_code})") from None
     raise XiqaError(f"model reference {ref!r} names neither an alias nor a version")
@@ -273,10 +313,47 @@ def model_version(client: MlflowClient, ref: str):
 
 def load_model(uri: str, device: str = "cpu") -> nn.Module:
     """A registered model (``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a run's model
-    URI) as a plain ``nn.Module`` in eval mode on ``device``, hooks working."""
+    URI) as a plain ``nn.Module`` in eval mode on ``device``, hooks working. A registry reference
+    is downloaded and its weights checked against the version's ``weights_sha256`` tag first
+    (:func:`verified_download`): a damaged artifact is a :class:`XiqaError`, never unpickled."""
+    import tempfile
+
+    import mlflow
     import mlflow.pytorch
 
-    return mlflow.pytorch.load_model(uri, map_location=device).to(device).eval()
+    if not uri.startswith("models:/") or not _REF.match(uri.removeprefix("models:/")):
+        return mlflow.pytorch.load_model(uri, map_location=device).to(device).eval()
+    with tempfile.TemporaryDirectory(prefix="xiqa-model-") as tmp:
+        local = verified_download(mlflow.MlflowClient(), uri, Path(tmp))
+        return mlflow.pytorch.load_model(str(local), map_location=device).to(device).eval()
+
+
+def verified_download(client: MlflowClient, ref: str, dst: Path) -> Path:
+    """Download the model artifact of registry reference ``ref`` into folder ``dst`` and check
+    its weights file against the version's ``weights_sha256`` tag. Returns the model folder.
+    A hash that differs is a :class:`XiqaError` naming the version and both hashes."""
+    import mlflow.artifacts
+
+    mv = model_version(client, ref)
+    label = f"{mv.name}/{mv.version}"
+    local = Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{label}", dst_path=str(dst), tracking_uri=client.tracking_uri))
+    expected = (mv.tags or {}).get(WEIGHTS_TAG)
+    weights = local / WEIGHTS_FILE
+    if not weights.is_file():
+        raise XiqaError(f"model version {label}: its artifact has no {WEIGHTS_FILE} "
+                        "(not a model xiqa registered, or the file was deleted from the store)")
+    actual = _file_digest(weights, "sha256")
+    if expected is None:
+        logging.getLogger(__name__).warning(
+            "model version %s has no %s tag (registered before xiqa recorded it): its weights "
+            "(SHA-256 %s) are not verified", label, WEIGHTS_TAG, actual)
+    elif actual != expected:
+        raise XiqaError(f"model version {label}: the downloaded weights have SHA-256 {actual}, "
+                        f"but {expected} was recorded at registration; the stored artifact is "
+                        "damaged, so nothing was computed from it (restore the store from a "
+                        "backup, or register the model again)")
+    return local
 
 
 def list_models(client: MlflowClient, prefix: str = "xiqa-") -> list[dict[str, Any]]:
@@ -310,7 +387,7 @@ def pull(client: MlflowClient, ref: str, out: Path) -> tuple[Path, Path]:
     run = client.get_run(mv.run_id)
     aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items()
                      if str(v) == version)
-    model = load_model(f"models:/{name}/{version}")
+    model = load_model(f"models:/{name}/{version}")  # verifies weights_sha256
     out = Path(out)
     weights = out / "weights.pt"
     with atomic_path(weights) as tmp:

@@ -180,6 +180,24 @@ def _check_login(uri: str, timeout: float) -> None:
         return  # it answered /health a moment ago; let MLflow retry and report
 
 
+def refusal(err: BaseException) -> XiqaError | None:
+    """The one sentence for a request the tracking server refused for lack of permission (an
+    ``MlflowException`` with error code ``PERMISSION_DENIED``, HTTP 403), naming the server, the
+    user and the endpoint; None for any other error. Duck-typed, so an error boundary can ask
+    without importing mlflow."""
+    import re
+
+    if getattr(err, "error_code", None) != "PERMISSION_DENIED":
+        return None
+    uri = os.environ.get(TRACKING_ENV) or "the tracking server"
+    user = os.environ.get(USER_ENV) or "(no login)"
+    endpoint = re.search(r"endpoint (\S+)", str(err))
+    what = f"the request {endpoint[1]}" if endpoint else "the request"
+    return XiqaError(f"{TRACKING_ENV}={uri}: the tracking server refused {what} of {USER_ENV}={user} "
+                     "(HTTP 403, permission denied); ask its admin for READ (to read) or EDIT (to log runs "
+                     "and register models) on the experiment or model")
+
+
 def open_client(root: Path):
     """An ``MlflowClient`` on the project's store, for read-only commands: the embedded
     database must already exist (it is not created just to be found empty)."""
@@ -420,10 +438,29 @@ def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
         except (Terminated, KeyboardInterrupt):
             _abandon(run, "KILLED")
             raise
-        except BaseException:
+        except BaseException as err:
             _abandon(run, "FAILED")
+            full = _artifacts_full(err, run)
+            if full is not None:
+                raise full from None
             raise
         mlflow.end_run(status="FINISHED")
+
+
+def _artifacts_full(err: BaseException, run: Run) -> XiqaError | None:
+    """One sentence for a full disk met while MLflow wrote local artifacts of ``run`` (its
+    ``OSError`` rarely names the file): the run's artifact folder, and what became of the run."""
+    import errno
+
+    from xiqa.io import disk_full
+
+    if disk_full(err) is None:
+        return None
+    uri = run.info.artifact_uri or ""
+    where = uri.removeprefix("file://") if uri.startswith("file://") else (getattr(err, "filename", None) or uri)
+    what = "no space left on device" if getattr(err, "errno", None) == errno.ENOSPC else "disk quota exceeded"
+    return XiqaError(f"{where}: {what} while MLflow wrote the run's artifacts; run {run.info.run_id} is "
+                     "marked FAILED and keeps no model version (free some space, then rerun)")
 
 
 def _abandon(run: Run, status: str) -> None:
