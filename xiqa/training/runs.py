@@ -49,6 +49,7 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
     from xiqa.tracking.registry import log_data_input, register
     from xiqa.tracking.store import mark_complete, tracked_run
     from xiqa.training.loop import resolve_device, score, seed_everything, train
+    from xiqa.training.precision import choose_precision
 
     recipe = params.train.recipe(dataset)
     device = device or params.device
@@ -63,10 +64,15 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
     initialise(model, arch, "trained", seed, pretrained=recipe.pretrained,
                weights=start.path if start else None)
     label = start.label if start else "scratch"
+    # precision: auto is settled here, by a probe on a copy of the model (its RNG state restored)
+    choice = choose_precision(recipe.precision, model, (recipe.batch_size, 3, recipe.image_size, recipe.image_size),
+                              resolve_device(device), channels_last=recipe.channels_last)
+    recipe = recipe.model_copy(update={"precision": choice.precision})
     run_params = {"dataset": dataset, "arch": arch, "condition": "trained", "seed": seed,
                   "device": device, **recipe.model_dump(), "n_train": len(train_split),
                   "n_val": len(val_split), "n_test": len(test_split),
-                  "imagenet_weights": params.randomise.imagenet_weights, "start": label, **ctx}
+                  "imagenet_weights": params.randomise.imagenet_weights, "start": label, **ctx,
+                  **choice.params()}
     tags = {**_tags(dataset, arch, "trained", seed, ctx), "start": label}
     with tracked_run(root, dataset, f"trained-{arch}-s{seed}", run_params, tags):
         log_data_input(root, dataset, ctx["data_md5"])
