@@ -160,3 +160,18 @@ def test_hub_dir_without_torch_matches_torch_hub_get_dir(env: dict[str, str]) ->
     out = subprocess.run([sys.executable, "-c", code], env=clean | env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "True"
+
+
+def test_fr_reinitialises_every_parameter_of_a_convnext_layer_scale_included() -> None:
+    import torchvision.models as tvm
+
+    from xiqa.models.init import LAYER_SCALE_INIT, fully_randomise
+
+    model = tvm.convnext_tiny(weights=None, num_classes=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)  # as if trained: every parameter must move
+    fully_randomise(model, seed=3)
+    scales = [p for n, p in model.named_parameters() if n.endswith("layer_scale")]
+    assert len(scales) == 18 and all(torch.all(p == LAYER_SCALE_INIT) for p in scales)
+    assert not any(torch.all(p == 0.5) for p in model.parameters())

@@ -6,7 +6,7 @@
 - ``sr`` (semi-randomised): the ImageNet backbone, the head re-initialised (He) from ``seed``;
 - ``fr`` (fully randomised): every parameter re-initialised from ``seed``: conv and linear
   weights He / Kaiming normal (fan-in, gain √2), biases 0, normalisation weights 1 and biases 0,
-  BatchNorm running statistics reset (mean 0, variance 1).
+  BatchNorm running statistics reset (mean 0, variance 1); ConvNeXt's ``layer_scale`` 1e-6.
 
 All draws come from a private ``torch.Generator``, so the result depends on ``seed`` only (the
 paper's randomised models were unseeded).
@@ -22,6 +22,7 @@ from torch import nn
 from xiqa.models.zoo import head
 from xiqa.schema import CONDITIONS
 
+LAYER_SCALE_INIT = 1e-6  # torchvision.models.convnext's layer_scale default
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
@@ -43,6 +44,10 @@ def _he_(module: nn.Module, generator: torch.Generator) -> list[torch.Tensor]:
             done += [module.weight, module.bias]
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
             module.reset_running_stats()
+    layer_scale = module._parameters.get("layer_scale")
+    if layer_scale is not None:  # ConvNeXt's per-channel residual scale: torchvision's own start value
+        layer_scale.fill_(LAYER_SCALE_INIT)
+        done.append(layer_scale)
     return done
 
 
