@@ -55,6 +55,20 @@ def run(root: Path, *args: str, check: bool = True, env: dict[str, str] | None =
     return proc
 
 
+# the stand-in start of a test project (when no ImageNet weights are given): the real pretrain
+# stage, on a pretext small enough to cost a few seconds per architecture
+TINY_PRETRAIN = {"classes": 2, "per_class": 4, "image_size": 32, "epochs": 1, "batch_size": 4}
+
+
+def with_grid_archs(merged: dict, override: dict) -> dict:
+    """``merged`` with ``grid.archs`` (the pretrain stage's cells) derived from its
+    ``grid.models`` when ``override`` changed the models but named no archs."""
+    grid = override.get("grid", {})
+    if "models" in grid and "archs" not in grid:
+        merged["grid"]["archs"] = list(dict.fromkeys(m["arch"] for m in merged["grid"]["models"]))
+    return merged
+
+
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Path]:
     """Factory: a git + DVC repository holding a copy of this project's pipeline, with
@@ -70,8 +84,9 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
             shutil.copytree(REPO / folder, root / folder,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         defaults = yaml.safe_load((REPO / base).read_text())
-        (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(defaults, params or {}),
-                                                         sort_keys=False))
+        merged = with_grid_archs(deep_merge(deep_merge(defaults, {"pretrain": TINY_PRETRAIN}), params or {}),
+                                 params or {})
+        (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
         run(root, "git", "init", "-q")
         run(root, str(BIN / "dvc"), "init", "-q")
         run(root, "git", "add", "-A")

@@ -43,7 +43,8 @@ TINY = {
              "lvot": {"n_patients": 4, "slices_per_patient": 2, "size": 48}},
     "prepare": {"train": 0.5, "val": 0.25, "test": 0.25},
     "grid": {"models": [{"dataset": "objectcxr", "arch": a} for a in ARCHS], "seeds": list(SEEDS),
-             "randomised": ["fr"]},
+             "randomised": ["fr"], "archs": list(ARCHS)},
+    "pretrain": {"route": "none"},  # trained from scratch, no SR: the pretrain stage only says so
     "train": {"objectcxr": {"image_size": 32, "epochs": 1, "batch_size": 8, "pretrained": False,
                             "step_size": None, "augment": False}},
     "evaluate": {"batch_size": 8, "bootstrap": 20, "permutations": 10, "figure_samples": 1},
@@ -82,7 +83,8 @@ def test_sanity_cells_wait_for_the_trainings_of_their_model_and_nothing_else(mak
     root = make_project(TINY)
     upstream: list[str] = []
     plan = plan_grid(root, ["train", "sanity"], upstream.extend)
-    assert upstream == ["data@objectcxr", "prepare@objectcxr"]  # run here first, pushed, restored
+    # run here first, pushed, restored: the data and each architecture's start
+    assert set(upstream) == {"data@objectcxr", "prepare@objectcxr", *(f"pretrain@{a}" for a in ARCHS)}
     order = [c.name for c in plan.cells]
     assert set(order) == {c for c in CELLS if c.startswith(("train@", "sanity@"))}
     for i, cell in enumerate(("sanity@0", "sanity@1")):
@@ -90,7 +92,7 @@ def test_sanity_cells_wait_for_the_trainings_of_their_model_and_nothing_else(mak
         inputs = set(next(c for c in plan.cells if c.name == cell).inputs)
         assert inputs == trainings | {"data@objectcxr", "prepare@objectcxr"}, inputs  # not randomise
         assert all(order.index(t) < order.index(cell) for t in trainings)  # submitted after them
-        assert set(plan.restore[cell]) == inputs
+        assert set(plan.restore[cell]) == inputs | {f"pretrain@{ARCHS[i]}"}  # and what the trainings read
     # the trainings are out of date: sanity alone cannot run on the cluster
     with pytest.raises(XiqaError, match=r"train@model0-1.*out of date but not among --stages sanity"):
         plan_grid(root, ["sanity"], upstream.extend)

@@ -55,7 +55,7 @@ from xiqa.errors import XiqaError
 from xiqa.tracking.store import GRID_CELL_ENV, NODE_ENV, NODES_GONE_ENV
 
 GRID_STAGES = ("train", "randomise", "evaluate", "sanity")
-UPSTREAM_STAGES = ("data", "prepare")
+UPSTREAM_STAGES = ("data", "prepare", "pretrain")  # run by the driver first, then pushed
 SCRATCH_ENV = "XIQA_GRID_SCRATCH"  # where a task clones the project (default: the node's temp dir)
 RAY_MISSING = "xiqa grid needs Ray: pip install 'xiqa[ray]'"
 HEAD_RESOURCE = "node:__internal_head__"  # a resource Ray gives the head node only
@@ -155,7 +155,7 @@ def out_of_date(root: Path, names: Iterable[str], env: dict[str, str] | None = N
 def plan_grid(root: Path, stages: Sequence[str], run_upstream: Callable[[list[str]], None],
               env: dict[str, str] | None = None) -> Plan:
     """Which cells of ``stages`` a grid run must compute. ``run_upstream`` is called with the
-    upstream stages (data, prepare) of every cell of ``stages``, before DVC is asked what
+    upstream stages (data, prepare, pretrain) of every cell of ``stages``, before DVC is asked what
     changed: their outputs are the cells' inputs."""
     unknown = sorted(set(stages) - set(GRID_STAGES))
     if unknown or not stages:

@@ -158,7 +158,7 @@ PARAMS_CASES = {
     "non-finite learning rate": ({"train": {"objectcxr": {"lr": float("nan")}}}, "train.objectcxr.lr"),
     "infinite tolerance": ({"evaluate": {"tolerance": float("inf")}}, "evaluate.tolerance"),
     "negative tolerance": ({"evaluate": {"tolerance": -1}}, "evaluate.tolerance"),
-    "unknown architecture": ({"grid": {"models": [{"dataset": "objectcxr", "arch": "vgg16"}]}}, "vgg16"),
+    "malformed architecture": ({"grid": {"models": [{"dataset": "objectcxr", "arch": "ResNet-34!"}]}}, "ResNet-34!"),
     "unknown condition": ({"grid": {"randomised": ["xr"]}}, "grid.randomised"),
     "unknown dataset": ({"grid": {"models": [{"dataset": "mnist", "arch": "resnet34"}]}}, "mnist"),
     "repeated seed": ({"grid": {"seeds": [1, 1]}}, "grid.seeds"),
