@@ -200,8 +200,11 @@ class _AnnounceRetry(logging.Handler):
         if cause is not None and cause.status:
             reason = f"HTTP {cause.status}"
         elif cause is not None and cause.error is not None:
-            text = str(cause.error)
-            reason = "connection refused" if "refused" in text.lower() else type(cause.error).__name__
+            text = str(cause.error).lower()
+            reason = ("connection refused" if "refused" in text else
+                      "connection dropped" if "aborted" in text or "reset" in text or "disconnected" in text else
+                      "no answer in time" if "timed out" in text or "timeout" in text else
+                      type(cause.error).__name__)
         else:
             reason = "no answer"
         sys.stderr.write(f"xiqa: tracking server {_RETRYING.get('uri', '?')} unreachable ({reason}); "
