@@ -1,15 +1,15 @@
 """The tracking server goes away mid-stage (issue 25, item 1), on the real parts: a real
-``deploy/tracking-server.sh`` server (PostgreSQL + ``mlflow server``, basic auth, 127.0.0.1) and a
-real stage process: it logs a metric per step in an MLflow run (xiqa's run life cycle,
-``tracked_run``), registers a model at the end, and reports errors through the stages' own error
-boundary (``pipelines._common.run``).
+``deploy/tracking-server.sh`` server (PostgreSQL + ``mlflow server``, basic auth, 127.0.0.1).
 
-- PostgreSQL stopped (``pg_ctl stop -m fast``) for 20 s, then started: the stage rides it out.
-- ``mlflow server`` killed (SIGKILL to its process group), then started again by the script: the same.
-- ``XIQA_TRACKING_RETRY_S=3`` and a server that stays down: one sentence naming the URI, exit 2,
-  no model version; once the server is back, the stage's rerun marks the left run KILLED.
-
-Each time PostgreSQL's ``metrics`` rows of the run are counted before the fault and after.
+- ``python -m pipelines.train`` of a tiny project rides out PostgreSQL stopped
+  (``pg_ctl stop -m fast``) for 20 s, and ``mlflow server`` SIGKILLed (its process group) and
+  started again by the script: one FINISHED run, one version, no metric row lost (PostgreSQL's
+  ``metrics`` rows of the run read before the fault and after).
+- ``XIQA_TRACKING_RETRY_S=3`` and either part down until the stage gives up: one sentence naming
+  the URI, exit 2, no model version; once the server is back, the stage's rerun marks the left run
+  KILLED. The stage here is a small script with xiqa's run life cycle (``tracked_run``, a metric
+  per step, a model registered at the end) behind the stages' own error boundary
+  (``pipelines._common.run``), so the fault lands mid-run at a known step.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from pathlib import Path
 import pytest
 
 try:
-    from tests.conftest import BIN, REPO, SERVER_SCRIPT, Server, tracking_server
+    from tests.conftest import BIN, REPO, SERVER_SCRIPT, Server, project_env, tracking_server
+    from tests.conftest import run as run_in
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
-    from conftest import BIN, REPO, SERVER_SCRIPT, Server, tracking_server
+    from conftest import BIN, REPO, SERVER_SCRIPT, Server, project_env, tracking_server
+    from conftest import run as run_in
 
 pytestmark = pytest.mark.slow
 
@@ -170,55 +172,6 @@ def _runs_and_versions(server: Server, seed: int) -> tuple[list[tuple[str, str]]
     return [(r.info.run_id, r.info.status) for r in runs], versions
 
 
-def _rides_it_out(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
-                  fault, recover) -> None:
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    steps = 40
-    started = time.monotonic()
-    stage, progress = _start_stage(server, tmp_path, seed, steps, retry_s=120)
-    run_id, logged = _wait_steps(stage, progress, 5)
-    before = _metric_rows(server, run_id)
-    fault()
-    recover()
-    rc, err = _finish(stage)
-    print(f"seed {seed}: {logged} metrics acknowledged and {before} rows in PostgreSQL before the fault, "
-          f"{_metric_rows(server, run_id)} after; stage {time.monotonic() - started:.1f} s; stderr:\n{err}")
-    assert rc == 0, err[-3000:]
-    announced = [line for line in err.splitlines() if ANNOUNCE in line]
-    assert len(announced) == 1 and server.url in announced[0] and "XIQA_TRACKING_RETRY_S" in announced[0], err
-    assert "Retrying (" not in err and "Traceback" not in err, err
-    assert before >= logged
-    assert _metric_rows(server, run_id) == steps  # none before the fault lost, none doubled
-    runs, versions = _runs_and_versions(server, seed)
-    assert runs == [(run_id, "FINISHED")] and len(versions) == 1
-
-
-def test_the_stage_rides_out_postgresql_stopped_for_20_s(server: Server, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostgreSQL down for 20 s mid-stage (MLflow answers 503): the stage rides it out."""
-    pgdata = str(server.folder / "postgres")
-
-    def fault() -> None:
-        _pg("pg_ctl", "-D", pgdata, "-m", "fast", "-w", "stop")
-        time.sleep(20)
-
-    def recover() -> None:
-        _start_postgresql(server)
-
-    _rides_it_out(server, tmp_path, monkeypatch, 1, fault, recover)
-
-
-def test_the_stage_rides_out_a_killed_and_restarted_mlflow_server(server: Server, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """``mlflow server`` SIGKILLed mid-stage, started again 5 s later: the stage rides it out."""
-    def fault() -> None:
-        _kill_mlflow(server)
-        time.sleep(5)
-
-    _rides_it_out(server, tmp_path, monkeypatch, 2, fault, lambda: _start_mlflow(server))
-
-
 @pytest.mark.parametrize("fault", ["postgresql", "mlflow"])
 def test_a_server_that_stays_down_fails_the_stage_in_one_sentence(server: Server, tmp_path: Path, fault: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -261,3 +214,85 @@ def test_a_server_that_stays_down_fails_the_stage_in_one_sentence(server: Server
     runs, versions = _runs_and_versions(server, seed)
     assert sorted(status for _, status in runs) == ["FINISHED", "KILLED"] and len(versions) == 1
     assert dict(runs)[run_id] == "KILLED"
+
+
+TINY_TRAIN = {
+    "data": {"objectcxr": {"n_images": 24, "min_size": 64, "max_size": 72}},
+    "prepare": {"train": 0.5, "val": 0.25, "test": 0.25},
+    "grid": {"models": [{"dataset": "objectcxr", "arch": "resnet18"}], "seeds": [1], "archs": ["resnet18"]},
+    "train": {"objectcxr": {"image_size": 32, "epochs": 30, "batch_size": 4, "lr": 0.01,
+                            "step_size": 1, "pretrained": False}},
+}
+
+
+def _metric_set(server: Server) -> dict[str, set[str]]:
+    """``run id -> {"key step value", ...}`` of RUNNING runs, straight from PostgreSQL."""
+    pgdata = server.folder / "postgres"
+    port = re.findall(r"^port = (\d+)$", (pgdata / "postgresql.conf").read_text(), re.M)[-1]
+    out = _pg("psql", "-h", str(pgdata), "-p", port, "-U", "xiqa", "-d", "mlflow", "-tA", "-F", " ", "-c",
+              "SELECT m.run_uuid, m.key, m.step, m.value FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+              "WHERE r.status = 'RUNNING'")
+    found: dict[str, set[str]] = {}
+    for line in out.stdout.split("\n"):
+        if line.strip():
+            run_id, rest = line.split(" ", 1)
+            found.setdefault(run_id, set()).add(rest)
+    return found
+
+
+@pytest.mark.parametrize("fault", ["postgresql", "mlflow"])
+def test_the_train_stage_rides_out_the_server_going_away(server: Server, make_project, fault: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m pipelines.train` of a tiny project against the server, once its first epoch is
+    logged: PostgreSQL stopped (``pg_ctl stop -m fast``) for 20 s (MLflow answers 503), or
+    ``mlflow server`` SIGKILLed and started again by the script 5 s later (refused connections).
+    The stage completes: one FINISHED run, one version, every epoch's metrics, no row lost."""
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    root = make_project(TINY_TRAIN)
+    run_in(root, str(BIN / "dvc"), "repro", "prepare@objectcxr")
+    started = time.monotonic()
+    stage = subprocess.Popen([sys.executable, "-m", "pipelines.train", "--dataset", "objectcxr", "--arch", "resnet18",
+                              "--seed", "1"], cwd=root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**project_env(root), **server.env, "XIQA_TRACKING_RETRY_S": "120"})
+    deadline = time.monotonic() + 180
+    before: dict[str, set[str]] = {}
+    while time.monotonic() < deadline and stage.poll() is None:
+        before = {r: rows for r, rows in _metric_set(server).items() if any(x.startswith("train_loss ") for x in rows)}
+        if before:
+            break
+        time.sleep(0.3)
+    assert len(before) == 1 and stage.poll() is None, stage.communicate()[1][-3000:]
+    (run_id, rows_before), = before.items()
+    if fault == "postgresql":
+        _pg("pg_ctl", "-D", str(server.folder / "postgres"), "-m", "fast", "-w", "stop")
+        time.sleep(20)
+        _start_postgresql(server)
+    else:
+        _kill_mlflow(server)
+        time.sleep(5)
+        _start_mlflow(server)
+    rc, err = _finish(stage)
+    after = _metric_rows(server, run_id)
+    print(f"train, {fault} down: {len(rows_before)} metric rows before the fault, {after} after; "
+          f"{time.monotonic() - started:.1f} s; stderr:\n{err[-2000:]}")
+    assert rc == 0, err[-3000:]
+    announced = [line for line in err.splitlines() if ANNOUNCE in line]  # killed mid-request: dropped
+    reasons = ["HTTP 503"] if fault == "postgresql" else ["connection refused", "connection dropped"]
+    assert len(announced) == 1 and any(f"{server.url} unreachable ({r})" in announced[0] for r in reasons), err
+    assert "Retrying (" not in err and "Traceback" not in err, err
+    import mlflow
+
+    client = mlflow.MlflowClient(server.url)
+    experiment = client.get_experiment_by_name("xiqa-objectcxr")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], f"attributes.run_id = '{run_id}'")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert not client.search_runs([experiment.experiment_id], "attributes.status != 'FINISHED'")
+    assert len(client.search_model_versions(f"run_id = '{run_id}'")) == 1
+    assert len(client.get_metric_history(run_id, "train_loss")) == TINY_TRAIN["train"]["objectcxr"]["epochs"]
+    pgdata = server.folder / "postgres"
+    port = re.findall(r"^port = (\d+)$", (pgdata / "postgresql.conf").read_text(), re.M)[-1]
+    out = _pg("psql", "-h", str(pgdata), "-p", port, "-U", "xiqa", "-d", "mlflow", "-tA", "-F", " ", "-c",
+              f"SELECT key, step, value FROM metrics WHERE run_uuid = '{run_id}'")
+    assert rows_before <= {line for line in out.stdout.split("\n") if line.strip()}  # none lost
