@@ -32,7 +32,9 @@ TINY = {
     "data": {"objectcxr": {"n_images": 24, "min_size": 64, "max_size": 72},
              "lvot": {"n_patients": 4, "slices_per_patient": 2, "size": 48}},
     "prepare": {"train": 0.5, "val": 0.25, "test": 0.25},
-    "grid": {"models": [{"dataset": "objectcxr", "arch": ARCH}], "seeds": [1], "randomised": ["fr"]},
+    "grid": {"models": [{"dataset": "objectcxr", "arch": ARCH}], "seeds": [1], "randomised": ["fr"],
+             "archs": [ARCH]},
+    "pretrain": {"route": "none"},  # trained from scratch, no SR: the pretrain stage only says so
     "train": {"objectcxr": {"image_size": SIZE, "epochs": 1, "batch_size": 8, "pretrained": False,
                             "step_size": None, "augment": False}},
     "evaluate": {"batch_size": 8, "bootstrap": 20, "permutations": 10, "figure_samples": 1},

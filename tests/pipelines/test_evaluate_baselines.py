@@ -31,7 +31,8 @@ ARCH = "resnet34"
 PARAMS = {
     "data": {"objectcxr": {"n_images": 24, "min_size": 64, "max_size": 72}},
     "prepare": {"train": 0.5, "val": 0.25, "test": 0.25},
-    "grid": {"models": [{"dataset": "objectcxr", "arch": ARCH}], "seeds": [1], "randomised": ["sr", "fr"]},
+    "grid": {"models": [{"dataset": "objectcxr", "arch": ARCH}], "seeds": [1], "randomised": ["sr", "fr"],
+             "archs": [ARCH]},
     "train": {"objectcxr": {"image_size": SIZE, "epochs": 1, "batch_size": 8, "pretrained": False,
                             "step_size": None, "augment": False, "bn_recalibration": 0}},
     "evaluate": {"tolerance": 15, "tolerance_at": {"objectcxr": AT}, "batch_size": 8, "bootstrap": 50,
