@@ -100,7 +100,7 @@ def test_the_readmes_prose_holds_in_each_committed_run(run: str) -> None:
             best_fr = max(v for (a, cond, _), v in cells.items() if cond == "fr" and v is not None)
             assert best_fr >= 2 * max(chance.values()), (best_fr, chance)
         else:
-            # 3. on LVOT the centre peak beats every method of every model
+            # 3. on LVOT the centre peak beats every method of every trained and FR model
             assert all(v is None or v < min(centre.values()) for v in cells.values()), centre
 
 
