@@ -98,8 +98,8 @@ def test_paper_recipe_runs_every_stage_with_sr_on_paper_size_phantoms(make_proje
     # 1. every stage ran; paper-size films in, the recipe's input size in the cache
     stages = set(run(root, dvc, "stage", "list", "--name-only").stdout.split())
     assert set(re.findall(r"Running stage '([^']+)'", out)) == stages
-    assert {s.split("@")[0] for s in stages} == {"data", "prepare", "train", "randomise", "evaluate",
-                                                 "sanity", "report"}
+    assert {s.split("@")[0] for s in stages} == {"data", "prepare", "pretrain", "train", "randomise",
+                                                 "evaluate", "sanity", "report"}
     films = pd.read_csv(root / "data" / "prepared" / "objectcxr" / "images.csv")
     assert films[["width", "height"]].to_numpy().min() >= 1800
     for ds, size in (("objectcxr", 600), ("lvot", 224)):
