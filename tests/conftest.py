@@ -97,8 +97,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
 
 _TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                 "XIQA_PROJECT", "XIQA_TRACKING_RETRY_S", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")  # the last two: set by ensure_store for a server
+                 "XIQA_PROJECT")
 
 
 @pytest.fixture(autouse=True)
