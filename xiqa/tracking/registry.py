@@ -140,34 +140,20 @@ def register(model: nn.Module, *, dataset: str, arch: str, library: str, conditi
     ``scratch``) is tagged and said in the version's description. Call it last in a run: a
     failure before it registers nothing."""
     import mlflow
-    import mlflow.pytorch
-    from mlflow.models import Model
 
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register() needs an active MLflow run")
     name = registered_model_name(dataset, arch)
-    quiet = logging.getLogger("mlflow.pytorch")  # its pickle warning: a deliberate choice (SPEC 10)
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    flavor = _HashingPytorchFlavor()
-    try:  # what mlflow.pytorch.log_model does, with a flavor that hashes the file it saves
-        info = Model.log(
-            artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, flavor_name="mlflow.pytorch",
-            pytorch_model=model.cpu().eval(), serialization_format="pickle",
-            signature=signature(image_size), pip_requirements=pip_requirements(library))
-    finally:
-        quiet.setLevel(level)
-    if flavor.sha256 is None:
-        raise RuntimeError(f"mlflow.pytorch.save_model wrote no {WEIGHTS_FILE}")
+    model_uri, sha256 = _log_pickled(model, library, signature(image_size))
     tags = {"condition": condition, "seed": str(seed), "data_md5": data_md5,
             "git_commit": git_commit, "dataset": dataset, "arch": arch,
-            "image_size": str(image_size), WEIGHTS_TAG: flavor.sha256}
+            "image_size": str(image_size), WEIGHTS_TAG: sha256}
     if val_auc is not None:
         tags["val_auc"] = repr(float(val_auc))
     if start is not None:
         tags["start"] = start
-    mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    mv = mlflow.register_model(model_uri, name, tags=tags)
     client = mlflow.MlflowClient()
     if start is not None:
         client.update_model_version(name, mv.version, description=describe_start(condition, seed, start))
@@ -178,13 +164,34 @@ def register(model: nn.Module, *, dataset: str, arch: str, library: str, conditi
     return Registered(name, str(mv.version), run.info.run_id, f"models:/{name}/{mv.version}", alias)
 
 
+def _log_pickled(model: nn.Module, library: str, model_signature: Any) -> tuple[str, str]:
+    """Log ``model`` in the active run as the ``model`` artifact (pickle format, so hooks work
+    after loading; ``library`` a requirement) with ``model_signature``; returns its model URI and
+    the SHA-256 of the weights file as written (what :func:`load_model` checks)."""
+    from mlflow.models import Model
+
+    quiet = logging.getLogger("mlflow.pytorch")  # its pickle warning: a deliberate choice (SPEC 10)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    flavor = _HashingPytorchFlavor()
+    try:  # what mlflow.pytorch.log_model does, with a flavor that hashes the file it saves
+        info = Model.log(
+            artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, flavor_name="mlflow.pytorch",
+            pytorch_model=model.cpu().eval(), serialization_format="pickle",
+            signature=model_signature, pip_requirements=pip_requirements(library))
+    finally:
+        quiet.setLevel(level)
+    if flavor.sha256 is None:
+        raise RuntimeError(f"mlflow.pytorch.save_model wrote no {WEIGHTS_FILE}")
+    return info.model_uri, flavor.sha256
+
+
 def register_stand_in(model: nn.Module, *, arch: str, library: str, image_size: int,
                       tags: dict[str, str]) -> Registered:
     """Log a `pretrain` stand-in backbone (pickle format, its pretext head included) in the active
     run and register it as a new version of ``xiqa-pretrain-<arch>`` with ``tags``, aliased
     ``stand-in``."""
     import mlflow
-    from mlflow.models import Model
 
     from xiqa.paths import pretrain_model_name
 
@@ -193,20 +200,8 @@ def register_stand_in(model: nn.Module, *, arch: str, library: str, image_size: 
         raise RuntimeError("register_stand_in() needs an active MLflow run")
     name = pretrain_model_name(arch)
     classes = getattr(_head_of(model), "out_features", 2)
-    quiet = logging.getLogger("mlflow.pytorch")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    flavor = _HashingPytorchFlavor()
-    try:
-        info = Model.log(
-            artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, flavor_name="mlflow.pytorch",
-            pytorch_model=model.cpu().eval(), serialization_format="pickle",
-            signature=signature(image_size, classes), pip_requirements=pip_requirements(library))
-    finally:
-        quiet.setLevel(level)
-    if flavor.sha256 is None:
-        raise RuntimeError(f"mlflow.pytorch.save_model wrote no {WEIGHTS_FILE}")
-    mv = mlflow.register_model(info.model_uri, name, tags={**tags, "arch": arch, WEIGHTS_TAG: flavor.sha256})
+    model_uri, sha256 = _log_pickled(model, library, signature(image_size, classes))
+    mv = mlflow.register_model(model_uri, name, tags={**tags, "arch": arch, WEIGHTS_TAG: sha256})
     client = mlflow.MlflowClient()
     client.update_model_version(name, mv.version, description=(
         f"Stand-in start of {arch} (no ImageNet weights offline): pretext {tags.get('route')}, "

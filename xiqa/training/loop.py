@@ -32,20 +32,26 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class EpochLog:
-    """What one epoch reports (``epoch`` counts from 1)."""
+class EpochRecord:
+    """One epoch's record: ``epoch`` (counting from 1) and the metrics logged with it as step."""
 
     epoch: int
+
+    def metrics(self) -> dict[str, float]:
+        """The per-epoch metrics as logged (``epoch`` is the step)."""
+        return {k: v for k, v in asdict(self).items() if k != "epoch"}
+
+
+@dataclass(frozen=True)
+class EpochLog(EpochRecord):
+    """What one training epoch reports."""
+
     train_loss: float
     val_accuracy: float
     val_auc: float
     lr: float
     epoch_seconds: float
     images_per_second: float
-
-    def metrics(self) -> dict[str, float]:
-        """The per-epoch metrics as logged (``epoch`` is the step)."""
-        return {k: v for k, v in asdict(self).items() if k != "epoch"}
 
 
 @dataclass

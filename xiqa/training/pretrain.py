@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,22 +30,18 @@ from torch import nn
 from xiqa.data.transforms import normalise
 from xiqa.errors import XiqaError
 from xiqa.params import PretrainParams
+from xiqa.training.loop import EpochRecord, stream_seed
 
 
 @dataclass(frozen=True)
-class PretextEpoch:
-    """One epoch of the pretext (``epoch`` counts from 1)."""
+class PretextEpoch(EpochRecord):
+    """One epoch of the pretext."""
 
-    epoch: int
     pretext_loss: float
     pretext_accuracy: float
     lr: float
     epoch_seconds: float
     images_per_second: float
-
-    def metrics(self) -> dict[str, float]:
-        """The per-epoch metrics as logged (``epoch`` is the step)."""
-        return {k: v for k, v in asdict(self).items() if k != "epoch"}
 
 
 @dataclass(frozen=True)
@@ -99,8 +95,6 @@ def pretrain(model: nn.Module, data: PretextData, p: PretrainParams, *,
              device: torch.device | str = "cpu") -> list[PretextEpoch]:
     """Train ``model`` (its head already ``data.classes``-way) on the pretext in place; returns
     the epochs. A non-finite loss stops with a :class:`XiqaError` at the step it appears."""
-    from xiqa.training.loop import stream_seed
-
     n = len(data.images)
     batch = min(p.batch_size, n)
     steps_per_epoch = n // batch

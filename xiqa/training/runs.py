@@ -123,7 +123,7 @@ def pretrain_model(root: Path, params: Params, arch: str, device: str | None = N
 
     from xiqa.models import build, spec
     from xiqa.tracking.registry import register_stand_in
-    from xiqa.tracking.store import experiment_id, experiment_run, mark_complete
+    from xiqa.tracking.store import COMPLETE_TAG, experiment_id, experiment_run, git_commit, mark_complete
     from xiqa.training import pretrain as pt
     from xiqa.training.loop import resolve_device, seed_everything
 
@@ -138,8 +138,6 @@ def pretrain_model(root: Path, params: Params, arch: str, device: str | None = N
     model = build(arch, num_classes=data.classes)
     run_params = {"arch": arch, **p.model_dump(), "n_images": len(data.images), "device": str(dev),
                   "render_seconds": round(data.seconds, 3)}
-    from xiqa.tracking.store import COMPLETE_TAG, git_commit
-
     tags = {"xiqa.kind": "pretrain", "arch": arch, "route": p.route, "git_commit": git_commit(root),
             COMPLETE_TAG: "false"}  # until start.json is written
     with experiment_run(experiment_id(root, "xiqa-pretrain"), f"pretrain-{arch}", tags, run_params) as run:
