@@ -97,6 +97,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
 
 _TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                 "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID",
                  "XIQA_PROJECT")
 
 
@@ -111,6 +112,14 @@ def _no_external_tracking() -> Iterator[None]:
     for key in _TRACKING_ENV:
         os.environ.pop(key, None)
     os.environ.update(saved)
+    # ``mlflow.set_experiment`` also keeps the experiment in a module global (and exports
+    # MLFLOW_EXPERIMENT_ID, popped above): a later test's ``start_run(run_id=...)`` in another
+    # experiment of the same worker would be refused, and its stages' subprocesses misrouted
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        while fluent.active_run() is not None:
+            fluent.end_run()
+        fluent._active_experiment_id = None
 
 
 # --------------------------------------------------------------------------- team tracking server
