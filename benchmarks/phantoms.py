@@ -26,8 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xiqa.data import phantoms  # noqa: E402
-from xiqa.data.images import write_jpeg, write_png  # noqa: E402
+from xiqa.data import phantoms
+from xiqa.data.images import write_jpeg, write_png
+from xiqa.data.phantoms import chest
 
 
 def _best(fn, repeats: int) -> float:
@@ -47,7 +48,7 @@ def main() -> None:
     cases = [("objectcxr demo", "cxr", (224, 288), 8), ("lvot demo", "lvot", (128, 128), 8)]
     if args.paper:
         cases += [("objectcxr paper", "cxr", (1800, 2200), 2), ("lvot paper", "lvot", (256, 256), 8)]
-    phantoms._radiograph_pixels()  # the one-off decode is not per image
+    chest._radiograph_pixels()  # the one-off decode is not per image
     print(f"{'case':16s} {'ours s/img':>11s} {'write s/img':>12s} {'ours/write':>11s} {'us/px':>7s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, kind, sizes, n in cases:

@@ -13,6 +13,7 @@ import pytest
 
 from xiqa.data import lvot, objectcxr, phantoms
 from xiqa.data.images import read_image
+from xiqa.data.phantoms import chest, chest_objects, fields
 from xiqa.errors import XiqaError
 
 
@@ -80,11 +81,11 @@ def test_objectcxr_boxes_are_the_tight_boxes_of_the_drawn_objects():
     """Each annotated box is exactly the box of the attenuation its object adds, and the objects
     add nothing outside their boxes."""
     for index in range(12):
-        rng = phantoms._rng(0, phantoms._CHEST, index)
+        rng = fields.seeded_rng(0, fields.CHEST, index)
         height, width = (int(s) for s in rng.integers(96, 129, size=2))
-        patient = phantoms._Patient(height, width, 128, rng)
-        objects_rng = phantoms._rng(0, phantoms._OBJECTS, index)
-        added, objects = phantoms.foreign_objects(patient, objects_rng)
+        patient = chest.Patient(height, width, 128, rng)
+        objects_rng = fields.seeded_rng(0, fields.OBJECTS, index)
+        added, objects = chest_objects.foreign_objects(patient, objects_rng)
         boxes = objectcxr.parse_annotation(objectcxr.format_annotation(objects))
         assert 1 <= len(boxes) <= 4
         covered = _covered(added.shape, boxes)
@@ -140,14 +141,14 @@ def test_objectcxr_phantoms_need_the_real_radiograph(monkeypatch):
     import pydicom.data
 
     monkeypatch.setattr(pydicom.data, "get_testdata_file", lambda *a, **k: None)
-    phantoms._radiograph_pixels.cache_clear()
-    phantoms._radiograph.cache_clear()
+    chest._radiograph_pixels.cache_clear()
+    chest._radiograph.cache_clear()
     try:
         with pytest.raises(XiqaError, match="pydicom-data"):
             phantoms.objectcxr_image(0, 0, 0, 64, 64)
     finally:
-        phantoms._radiograph_pixels.cache_clear()
-        phantoms._radiograph.cache_clear()
+        chest._radiograph_pixels.cache_clear()
+        chest._radiograph.cache_clear()
 
 
 def test_lvot_phantoms_group_mixed_labels_by_patient_with_masks_for_positives(heart):
