@@ -78,7 +78,7 @@ def test_the_default_path_never_imports_ray(make_project, tmp_path: Path) -> Non
 
 def test_sanity_cells_wait_for_the_trainings_of_their_model_and_nothing_else(make_project) -> None:
     from xiqa.errors import XiqaError
-    from xiqa.grid import plan_grid
+    from xiqa.grid.plan import plan_grid
 
     root = make_project(TINY)
     upstream: list[str] = []
@@ -102,7 +102,7 @@ def test_a_missing_ray_is_one_sentence(make_project, tmp_path: Path) -> None:
     root = make_project(TINY)
     _with_remote(root, tmp_path / "remote")
     code = ("import sys; sys.modules['ray'] = None\n"  # `import ray` now raises ImportError
-            "from xiqa.grid import _import_ray\n"
+            "from xiqa.grid.driver import _import_ray\n"
             "from xiqa.errors import XiqaError\n"
             "try:\n    _import_ray()\nexcept XiqaError as err:\n    print(err)")
     assert run(root, sys.executable, "-c", code).stdout.strip() == "xiqa grid needs Ray: pip install 'xiqa[ray]'"

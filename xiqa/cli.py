@@ -268,7 +268,7 @@ def grid_run(
     """Run the out-of-date cells of train / randomise / evaluate / sanity as Ray tasks (one clone, one
     `dvc repro --single-item` each, results exchanged through the DVC remote's run cache and the
     MLflow tracking store), then `dvc repro` here, which restores them and runs the report."""
-    from xiqa.grid import run_grid
+    from xiqa.grid.driver import run_grid
     from xiqa.paths import project_root
 
     run_grid(project_root(), address=address, stages=[s.strip() for s in stages.split(",") if s.strip()],
