@@ -101,7 +101,7 @@ def part_loop(args, dev: torch.device) -> None:
     if not args.no_mlflow:
         import mlflow
 
-        from xiqa.tracking.store import tracked_run
+        from xiqa.tracking.runs import tracked_run
     torch.manual_seed(0)
     init = build(args.arch)
     train_split, val_split = _split(args.images, args.size, 1), _split(args.val, args.size, 2)

@@ -33,7 +33,7 @@ def params(path: Path | None = None) -> tuple[Path, Params]:
 def run(app: typer.Typer) -> None:
     """Run a stage's Typer app; a user error prints one sentence and exits 2, SIGTERM inside a
     run exits 143."""
-    from xiqa.tracking.store import Terminated
+    from xiqa.tracking.runs import Terminated
 
     try:
         app()

@@ -124,7 +124,8 @@ def test_local_mlflow_artifacts_on_a_full_disk_fail_the_stage_in_one_sentence(
     import typer
 
     from pipelines._common import run as stage_boundary
-    from xiqa.tracking.store import ensure_store, tracked_run
+    from xiqa.tracking.runs import tracked_run
+    from xiqa.tracking.store import ensure_store
 
     root = disk / "proj"
     root.mkdir()

@@ -34,7 +34,7 @@ try:
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
     from conftest import BIN, Server, beyond_loopback, listening, project_env, run, tracking_server
 
-from xiqa.tracking.store import PID_TAG, REAPED_TAG
+from xiqa.tracking.owners import PID_TAG, REAPED_TAG
 
 ARCHS = ("resnet34", "efficientnet_b0")
 SEEDS = (1, 2)
@@ -122,7 +122,7 @@ def test_grid_run_refuses_uncommitted_changes_and_a_missing_remote(make_project,
 STAGE = """
 import sys, time
 from pathlib import Path
-from xiqa.tracking.store import tracked_run
+from xiqa.tracking.runs import tracked_run
 root = Path(sys.argv[1])
 with tracked_run(root, "lvot", "trained-resnet50-s1", {}, {}) as run:
     print("a line before the worker dies")

@@ -117,7 +117,7 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
     import mlflow
 
     from xiqa.cli import app
-    from xiqa.tracking.store import REAPED_TAG
+    from xiqa.tracking.owners import REAPED_TAG
 
     root = make_project(TINY)
     dvc = str(BIN / "dvc")

@@ -24,14 +24,14 @@ def project(tmp_path_factory) -> Path:
     import mlflow
 
     from xiqa.models import zoo
-    from xiqa.tracking import registry, store
+    from xiqa.tracking import registry, runs
 
     root = tmp_path_factory.mktemp("explain")
     (root / "params.yaml").write_text("{}\n")
     torch.manual_seed(0)
     model = zoo.build("resnet34")
     zoo.estimate_bn_statistics(model, [torch.randn(4, 3, SIZE, SIZE)])
-    with store.tracked_run(root, "lvot", "fr", {}, {}):
+    with runs.tracked_run(root, "lvot", "fr", {}, {}):
         registry.register(model, dataset="lvot", arch="resnet34", library="torchvision", condition="fr", seed=1, image_size=SIZE,
                           data_md5="0" * 32, git_commit="test")
     mlflow.set_tracking_uri("")  # the CLI must find the store by itself

@@ -58,7 +58,7 @@ def test_a_backup_of_a_running_server_restores_the_same_report_and_weights(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from xiqa.tracking import store
+    from xiqa.tracking import runs, store
     from xiqa.tracking.registry import register
 
     project = tmp_path / "proj"
@@ -69,7 +69,7 @@ def test_a_backup_of_a_running_server_restores_the_same_report_and_weights(
         _use(a, monkeypatch, project)
         store.ensure_store(project)
         for seed in (1, 2):
-            with store.tracked_run(project, "objectcxr", f"trained-s{seed}", {"seed": seed}, {}):
+            with runs.tracked_run(project, "objectcxr", f"trained-s{seed}", {"seed": seed}, {}):
                 mlflow.log_metrics({"val_auc": 0.6 + seed / 10, "test_accuracy": 0.5 + seed / 20})
                 register(_tiny_resnet(seed), dataset="objectcxr", arch="resnet34", library="torchvision",
                          condition="trained", seed=seed, image_size=16, data_md5="abc.dir",

@@ -17,14 +17,14 @@ from pathlib import Path
 import mlflow
 import torch
 
-from xiqa.tracking import registry, store
+from xiqa.tracking import registry, runs, store
 
 root, worker, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 store.ensure_store(root)
 torch.manual_seed(worker)
 for i in range(n):
     seed = 100 * worker + i
-    with store.tracked_run(root, "objectcxr", f"w{worker}-{i}", {"worker": worker}, {"seed": str(seed)}):
+    with runs.tracked_run(root, "objectcxr", f"w{worker}-{i}", {"worker": worker}, {"seed": str(seed)}):
         for step in range(5):
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
         mlflow.log_metrics({"val_auc": seed / 1000.0})

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from xiqa.errors import XiqaError
 from xiqa.tracking.registry import WEIGHTS_TAG, load_model, register
-from xiqa.tracking.store import tracked_run
+from xiqa.tracking.runs import tracked_run
 
 NAME = "xiqa-objectcxr-resnet34"
 

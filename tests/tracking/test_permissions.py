@@ -82,7 +82,7 @@ def _stage_exit(project: Path, capsys: pytest.CaptureFixture) -> tuple[int, str]
 
     from pipelines._common import run as stage_boundary
     from xiqa.tracking.registry import register
-    from xiqa.tracking.store import tracked_run
+    from xiqa.tracking.runs import tracked_run
 
     app = typer.Typer()
 
@@ -111,7 +111,7 @@ def test_a_reader_reads_and_never_writes_and_a_user_granted_nothing_reads_nothin
 
     from xiqa import schema as S
     from xiqa.cli import app
-    from xiqa.tracking import store
+    from xiqa.tracking import runs, store
     from xiqa.tracking.registry import register
 
     project = tmp_path / "proj"
@@ -119,7 +119,7 @@ def test_a_reader_reads_and_never_writes_and_a_user_granted_nothing_reads_nothin
     (project / "params.yaml").write_text("{}\n")
     _login(monkeypatch, server)
     store.ensure_store(project)
-    with store.tracked_run(project, "objectcxr", "trained-s1", {"seed": 1}, {}) as run:
+    with runs.tracked_run(project, "objectcxr", "trained-s1", {"seed": 1}, {}) as run:
         mlflow.log_metric("val_auc", 0.75)
         register(_tiny_resnet(1), dataset="objectcxr", arch="resnet34", library="torchvision",
                  condition="trained", seed=1, image_size=16, data_md5="abc.dir", git_commit="c0ffee", val_auc=0.75)

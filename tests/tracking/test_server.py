@@ -99,7 +99,8 @@ def test_register_list_pull_and_load_through_the_server(server: Server, tmp_path
 
     from xiqa.cli import app
     from xiqa.tracking.registry import load_model, register
-    from xiqa.tracking.store import ensure_store, tracked_run
+    from xiqa.tracking.runs import tracked_run
+    from xiqa.tracking.store import ensure_store
 
     for key, value in server.env.items():
         monkeypatch.setenv(key, value)

@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 
 from xiqa.errors import XiqaError
-from xiqa.tracking.store import (BOOT_TAG, HOST_TAG, PID_START_TAG, PID_TAG, REAPED_TAG,
-                                 STALE_ELSEWHERE_S, Terminated, embedded_uri, ensure_store,
-                                 experiment_id, git_commit, open_client, owner_gone, process_tags,
-                                 check_reachable, tracked_run, tracking_uri)
+from xiqa.tracking.owners import (
+    BOOT_TAG,
+    HOST_TAG,
+    PID_START_TAG,
+    PID_TAG,
+    REAPED_TAG,
+    STALE_ELSEWHERE_S,
+    owner_gone,
+    process_tags,
+)
+from xiqa.tracking.provenance import git_commit
+from xiqa.tracking.runs import Terminated, tracked_run
+from xiqa.tracking.store import check_reachable, embedded_uri, ensure_store, experiment_id, open_client, tracking_uri
 
 
 def test_embedded_store_is_sqlite_at_the_absolute_project_path(tmp_path: Path,
@@ -99,11 +108,11 @@ from pathlib import Path
 
 import torch
 
-from xiqa.tracking import registry, store
+from xiqa.tracking import registry, runs, store
 
 root = Path(sys.argv[1])
 store.ensure_store(root)
-with store.tracked_run(root, "lvot", "fr-resnet50-s1", {}, {}):
+with runs.tracked_run(root, "lvot", "fr-resnet50-s1", {}, {}):
     registry.register(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)), dataset="lvot",
                       arch="resnet50", library="torchvision", condition="fr", seed=1, image_size=2, data_md5="m", git_commit="c")
     print("registered", flush=True)

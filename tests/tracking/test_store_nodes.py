@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xiqa.tracking.store import (
+from xiqa.tracking.owners import (
     COMPLETE_TAG,
     GRID_CELL_ENV,
     GRID_CELL_TAG,
@@ -19,12 +19,11 @@ from xiqa.tracking.store import (
     NODES_GONE_ENV,
     PID_TAG,
     REAPED_TAG,
-    ensure_store,
-    experiment_id,
-    experiment_run,
     owner_gone,
     process_tags,
 )
+from xiqa.tracking.runs import experiment_run
+from xiqa.tracking.store import ensure_store, experiment_id
 
 
 def test_a_run_on_a_ray_node_that_is_gone_is_dead_even_on_another_host(monkeypatch: pytest.MonkeyPatch) -> None:

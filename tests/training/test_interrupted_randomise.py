@@ -24,7 +24,8 @@ except ModuleNotFoundError:  # pytest started without the repository root on sys
 
 from xiqa.params import load_params
 from xiqa.paths import model_pointer
-from xiqa.tracking.store import COMPLETE_TAG, PID_TAG, REAPED_TAG, ensure_store
+from xiqa.tracking.owners import COMPLETE_TAG, PID_TAG, REAPED_TAG
+from xiqa.tracking.store import ensure_store
 
 ARCH = "efficientnet_b0"
 NAME = f"xiqa-objectcxr-{ARCH}"

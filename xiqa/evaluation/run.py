@@ -105,7 +105,7 @@ class EvaluationCell:
         from xiqa import saliency
         from xiqa.data.dataset import load_split
         from xiqa.evaluation.scoring import figure_sample, read_boxes
-        from xiqa.tracking import registry, store
+        from xiqa.tracking import provenance, registry, store
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
         self.positive = 1  # the logit of label 1 (xiqa's models; an audited model states its own)
@@ -121,7 +121,7 @@ class EvaluationCell:
         if unknown:
             raise XiqaError(f"params.yaml: evaluate.methods: unknown method(s) {', '.join(unknown)}")
         store.ensure_store(root)
-        self.git_commit = store.git_commit(root)
+        self.git_commit = provenance.git_commit(root)
         self.data_md5 = registry.data_md5(root, dataset)
 
     def evaluate(self, pointer: dict, condition: str, seed: int, out: Path,
@@ -136,7 +136,7 @@ class EvaluationCell:
 
         from xiqa import saliency
         from xiqa.evaluation.scoring import score_split
-        from xiqa.tracking import store
+        from xiqa.tracking import runs
 
         root, dataset, arch, ev = self.root, self.dataset, self.arch, self.params.evaluate
         name = pointer.get("name") or paths.registered_model_name(dataset, arch)
@@ -157,8 +157,8 @@ class EvaluationCell:
 
         # the run spans loading and scoring, like a training run spans training: an evaluation
         # that fails or is interrupted shows in MLflow as FAILED / KILLED, not as nothing
-        with store.tracked_run(root, dataset, f"evaluate {dataset}-{arch} {paths.alias(condition, seed)}",
-                               run_params, tags) as run:
+        with runs.tracked_run(root, dataset, f"evaluate {dataset}-{arch} {paths.alias(condition, seed)}",
+                              run_params, tags) as run:
             if model is None:
                 model = load_pointer_model(pointer, self.params.device)
             with Progress(transient=True) as bar:

@@ -89,7 +89,7 @@ class SanityCell:
         from xiqa import saliency
         from xiqa.data.dataset import load_split
         from xiqa.evaluation.scoring import figure_sample, read_boxes
-        from xiqa.tracking import registry, store
+        from xiqa.tracking import provenance, registry, store
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
         split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
@@ -103,7 +103,7 @@ class SanityCell:
         self.images = split.inputs([position[i] for i in self.ids])
         self.methods = list(params.evaluate.methods or saliency.METHODS)
         store.ensure_store(root)
-        self.git_commit = store.git_commit(root)
+        self.git_commit = provenance.git_commit(root)
         self.data_md5 = registry.data_md5(root, dataset)
 
     def check(self, pointer: dict, seed: int, out: Path, model: nn.Module | None = None,
@@ -116,7 +116,7 @@ class SanityCell:
         from xiqa import saliency
         from xiqa.evaluation.run import load_pointer_model
         from xiqa.evaluation.sanity import metric_histories, mprt, random_logit
-        from xiqa.tracking import store
+        from xiqa.tracking import runs
 
         sp, ev, ds, arch = self.params.sanity, self.params.evaluate, self.dataset, self.arch
         tags = {S.KIND: "sanity", "dataset": ds, "arch": arch, "condition": "trained", "seed": str(seed),
@@ -126,8 +126,8 @@ class SanityCell:
         tags |= extra_tags or {}
         run_params = {"samples": len(self.ids), "sample_seed": sp.seed, "cascade_seed": seed,
                       "methods": ",".join(self.methods), "image_size": self.image_size, "images": ",".join(self.ids)}
-        with store.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
-                               run_params, tags) as run:
+        with runs.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
+                              run_params, tags) as run:
             if model is None:
                 model = load_pointer_model(pointer, self.params.device)
             methods, refused = saliency.applicable(model, self.methods)

@@ -27,7 +27,7 @@ driver's ``MLFLOW_TRACKING_URI``, pushes the cell's outputs and the run cache, a
 clone. Its commands run under a small supervisor that dies with the Ray worker and takes the
 stage with it (SIGTERM, so that the stage's MLflow run ends KILLED and keeps no model version);
 a stage killed harder than that (a machine lost) is marked KILLED by the retry, which knows
-from Ray which nodes are gone (:mod:`xiqa.tracking.store`, ``XIQA_NODES_GONE``) and which runs
+from Ray which nodes are gone (:mod:`xiqa.tracking.owners`, ``XIQA_NODES_GONE``) and which runs
 an earlier attempt of its cell started (``XIQA_GRID_CELL``: one token per cell and grid run,
 the same for each retry); a ``randomise`` cell killed after some of its seeds has those seeds'
 runs marked KILLED and their versions deleted the same way, so each seed is registered once.

@@ -16,7 +16,7 @@ from typing import Any
 
 from xiqa.errors import XiqaError
 from xiqa.grid.plan import RAN, dvc
-from xiqa.tracking.store import GRID_CELL_ENV, NODE_ENV, NODES_GONE_ENV
+from xiqa.tracking.owners import GRID_CELL_ENV, NODE_ENV, NODES_GONE_ENV
 
 SCRATCH_ENV = "XIQA_GRID_SCRATCH"  # where a task clones the project (default: the node's temp dir)
 

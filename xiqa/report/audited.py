@@ -28,7 +28,7 @@ def add_to_study(root: Path, params: Params, dataset: str, arch: str, evaluation
 
     from xiqa.evaluation.aggregate import baseline_metrics, condition_metrics, localisation_metrics, sanity_metrics
     from xiqa.report.export import latest_study
-    from xiqa.tracking import store
+    from xiqa.tracking import runs, store
 
     study = latest_study(root)
     ev = params.evaluate
@@ -49,7 +49,7 @@ def add_to_study(root: Path, params: Params, dataset: str, arch: str, evaluation
                          "methods": ",".join(methods), "evaluation_run_id": evaluation["run_id"]}
     tags |= {S.not_applicable_tag(m): why for m, why in not_applicable.items()}
     exp = store.experiment_id(root, S.STUDY_EXPERIMENT)
-    with store.experiment_run(exp, f"aggregate {dataset}-{arch} trained (audit)", tags):
+    with runs.experiment_run(exp, f"aggregate {dataset}-{arch} trained (audit)", tags):
         mlflow.log_params({"bootstrap": ev.bootstrap, "seed": ev.seed, "target": ev.target,
                            "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                            "tau_px": evaluation[S.TAU], "image_size": evaluation["image_size"]})

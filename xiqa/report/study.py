@@ -92,13 +92,13 @@ def run_study(root: Path, params: Params, out: Path) -> StudyResult:
     import mlflow
 
     from xiqa.report.export import export_report
-    from xiqa.tracking import store
+    from xiqa.tracking import provenance, runs, store
 
     store.ensure_store(root)
     client = mlflow.MlflowClient()
     exp = store.experiment_id(root, S.STUDY_EXPERIMENT)
     study = new_study_id()
-    base_tags = {S.STUDY: study, "git_commit": store.git_commit(root)}
+    base_tags = {S.STUDY: study, "git_commit": provenance.git_commit(root)}
     with tempfile.TemporaryDirectory(prefix="xiqa-report-") as tmp:
         grid = _gather(root, params, client, Path(tmp))
         pg_json, loc_json, sanity_json = _log_aggregates(params, grid, exp, base_tags)
@@ -112,7 +112,7 @@ def run_study(root: Path, params: Params, out: Path) -> StudyResult:
     _write_plots(root / "plots", pg_json, grid.methods)
 
     written = export_report(root, root / out, params.report.formats, study=study)
-    with store.experiment_run(exp, "report", base_tags | {S.KIND: "report"}):
+    with runs.experiment_run(exp, "report", base_tags | {S.KIND: "report"}):
         for path in written:
             if path.suffix != ".png":
                 mlflow.log_artifact(str(path), artifact_path="tables")
@@ -281,7 +281,7 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
         localisation_metrics,
         sanity_metrics,
     )
-    from xiqa.tracking import store
+    from xiqa.tracking import runs
 
     ev, methods = params.evaluate, grid.methods
     pg_json: dict = {}
@@ -295,7 +295,7 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
             name = f"aggregate {cell.key} {cond}"
             if key not in grid.frames:
                 tags |= {S.STATUS: "skipped", S.REASON: grid.skipped.get(key, "not evaluated")}
-                with store.experiment_run(exp, name, tags):
+                with runs.experiment_run(exp, name, tags):
                     pass  # a run holding only the reason, so the tables can say why
                 continue  # DVC metrics are numbers: a skipped condition has none
             frames = [f for _, f in grid.frames[key]]
@@ -318,7 +318,7 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
                 tags["start"] = ",".join(dict.fromkeys(grid.starts[key]))
             if key in grid.skipped:
                 tags[S.REASON] = f"some seeds skipped: {grid.skipped[key]}"
-            with store.experiment_run(exp, name, tags):
+            with runs.experiment_run(exp, name, tags):
                 mlflow.log_params({"bootstrap": ev.bootstrap, "seed": ev.seed, "target": ev.target,
                                    "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
                                    **grid.geometry[cell.dataset]})
@@ -359,7 +359,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
     import mlflow
 
     from xiqa.evaluation.aggregate import architecture_metrics
-    from xiqa.tracking import store
+    from xiqa.tracking import runs
 
     ev, models = params.evaluate, params.grid.models
     arch_json: dict = {}
@@ -376,7 +376,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
         made += _sanity_figure(ds, archs, grid.sanity, grid.methods, figures_dir)
         made += _training_figure(ds, archs, params.grid.seeds, grid, figures_dir)
         tags = base_tags | {S.KIND: "study", "dataset": ds, "archs": ",".join(archs)}
-        with store.experiment_run(exp, f"study {ds}", tags):
+        with runs.experiment_run(exp, f"study {ds}", tags):
             mlflow.log_params({"permutations": ev.permutations, "seed": ev.seed})
             if metrics:
                 mlflow.log_metrics(metrics)

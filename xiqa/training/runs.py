@@ -9,7 +9,7 @@ pointer, and the next ``dvc repro`` simply runs the stage again.
 A stage is one unit for DVC, so its runs are marked complete (``xiqa.stage_complete``) only once
 its last pointer is written: ``randomise`` registers every seed in one process, and when it is
 killed after a seed or two, the rerun first marks the finished runs of the dead process KILLED
-and deletes their versions (:func:`xiqa.tracking.store.reap_stale_runs`), so that each seed ends
+and deletes their versions (:func:`xiqa.tracking.owners.reap_stale_runs`), so that each seed ends
 with one FINISHED run and one version. A rerun of a stage that did complete (``dvc repro`` after
 a change, ``--force``) registers new versions, as before.
 """
@@ -25,8 +25,8 @@ from xiqa.paths import model_pointer, registered_model_name
 
 
 def _context(root: Path, dataset: str) -> dict[str, str]:
+    from xiqa.tracking.provenance import git_commit
     from xiqa.tracking.registry import data_md5
-    from xiqa.tracking.store import git_commit
 
     return {"data_md5": data_md5(root, dataset), "git_commit": git_commit(root)}
 
@@ -47,7 +47,7 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
     from xiqa.models.init import initialise
     from xiqa.models.weights import resolve_start
     from xiqa.tracking.registry import log_data_input, register
-    from xiqa.tracking.store import mark_complete, tracked_run
+    from xiqa.tracking.runs import mark_complete, tracked_run
     from xiqa.training.loop import resolve_device, score, seed_everything, train
     from xiqa.training.precision import choose_precision
 
@@ -122,8 +122,11 @@ def pretrain_model(root: Path, params: Params, arch: str, device: str | None = N
     import torch
 
     from xiqa.models import build, spec
+    from xiqa.tracking.owners import COMPLETE_TAG
+    from xiqa.tracking.provenance import git_commit
     from xiqa.tracking.registry import register_stand_in
-    from xiqa.tracking.store import COMPLETE_TAG, experiment_id, experiment_run, git_commit, mark_complete
+    from xiqa.tracking.runs import experiment_run, mark_complete
+    from xiqa.tracking.store import experiment_id
     from xiqa.training import pretrain as pt
     from xiqa.training.loop import resolve_device, seed_everything
 
@@ -172,7 +175,7 @@ def randomise_models(root: Path, params: Params, dataset: str, arch: str, condit
     """:func:`randomise_model` for each of ``seeds`` in turn, as one unit: the runs are marked
     complete only after the last pointer is written, so a rerun after an interruption replaces
     the seeds already registered instead of registering them twice. Returns the pointers."""
-    from xiqa.tracking.store import mark_complete
+    from xiqa.tracking.runs import mark_complete
 
     pointers = [_randomise(root, params, dataset, arch, condition, s, device) for s in seeds]
     mark_complete([p["run_id"] for p in pointers if p["status"] == "registered"])
@@ -211,7 +214,7 @@ def _randomise(root: Path, params: Params, dataset: str, arch: str, condition: s
     from xiqa.models import build, spec
     from xiqa.models.init import initialise
     from xiqa.tracking.registry import log_data_input, register
-    from xiqa.tracking.store import tracked_run
+    from xiqa.tracking.runs import tracked_run
     from xiqa.training.loop import resolve_device, score
     recipe = params.train.recipe(dataset)
     device = device or params.device
@@ -240,7 +243,7 @@ def _randomise(root: Path, params: Params, dataset: str, arch: str, condition: s
 
 
 def _tags(dataset: str, arch: str, condition: str, seed: int, ctx: dict[str, str]) -> dict[str, str]:
-    from xiqa.tracking.store import COMPLETE_TAG
+    from xiqa.tracking.owners import COMPLETE_TAG
 
     return {"condition": condition, "seed": str(seed), "dataset": dataset, "arch": arch, **ctx,
             COMPLETE_TAG: "false"}  # until the stage's last pointer is written
