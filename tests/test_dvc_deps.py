@@ -1,8 +1,10 @@
-"""Every project file a DVC stage runs is one of that stage's ``deps`` (or lies under one).
+"""A DVC stage's ``deps`` cover exactly the project files it runs: every one of them, and no other.
 
-Otherwise editing it would not rerun the stage, and ``dvc repro`` could call stale results up
-to date. The imports are walked statically (``ast``), lazy imports inside functions included,
-starting at the module of the stage's ``cmd`` (``python -m pipelines.<stage>``).
+A file the stage runs but its deps miss would not rerun it when edited, and ``dvc repro`` could
+call stale results up to date; a folder dep that also covers files the stage never imports
+reruns it for nothing (editing the contact sheets must not retrain every model). The imports
+are walked statically (``ast``), lazy imports inside functions included, starting at the module
+of the stage's ``cmd`` (``python -m pipelines.<stage>``).
 """
 
 from __future__ import annotations
@@ -98,11 +100,35 @@ def uncovered(files: set[Path], deps: list[str], root: Path = ROOT) -> list[str]
     return rel
 
 
+def too_wide(files: set[Path], deps: list[str], root: Path = ROOT) -> list[str]:
+    """The project-code deps (under ``xiqa/`` or ``pipelines/``) that cover a Python file not in
+    ``files``, each with the files it covers for nothing."""
+    wide = []
+    for dep in deps:
+        path = root / dep
+        if "${" in dep or Path(dep).parts[0] not in PACKAGES:
+            continue
+        covered = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        extra = [str(f.relative_to(root)) for f in covered if f not in files]
+        if extra and path.is_dir():
+            wide.append(f"{dep} (never imports {', '.join(extra)})")
+        elif extra:
+            wide.append(f"{dep} (never imported)")
+    return wide
+
+
 @pytest.mark.parametrize("stage", sorted(stages()))
 def test_every_file_a_stage_runs_is_one_of_its_dvc_deps(stage: str) -> None:
     module, deps = stages()[stage]
     missing = uncovered(reached_files(module), deps)
     assert not missing, f"dvc.yaml: stage {stage!r} runs {missing} but does not list them in deps"
+
+
+@pytest.mark.parametrize("stage", sorted(stages()))
+def test_no_dvc_dep_of_a_stage_covers_a_file_it_never_imports(stage: str) -> None:
+    module, deps = stages()[stage]
+    wide = too_wide(reached_files(module), deps)
+    assert not wide, f"dvc.yaml: stage {stage!r} lists deps wider than what it runs: {'; '.join(wide)}"
 
 
 def test_the_walk_finds_lazy_relative_and_package_imports(tmp_path: Path) -> None:
@@ -118,3 +144,9 @@ def test_the_walk_finds_lazy_relative_and_package_imports(tmp_path: Path) -> Non
                    "xiqa/sub/deep.py", "xiqa/sub/sibling.py"}
     assert uncovered({tmp_path / "xiqa/sub/deep.py"}, ["xiqa/sub"], tmp_path) == []
     assert uncovered({tmp_path / "xiqa/sub/deep.py"}, ["xiqa/other.py"], tmp_path) == ["xiqa/sub/deep.py"]
+    # a folder is too wide when it also holds a file the stage never imports; so is a file dep
+    # the stage never imports; data deps are not code and are not judged here
+    reached = reached_files("pipelines.stage", tmp_path)
+    assert too_wide(reached, ["xiqa/sub", "data/raw"], tmp_path) == []
+    assert too_wide(reached, ["xiqa"], tmp_path) == ["xiqa (never imports xiqa/unused.py)"]
+    assert too_wide(reached, ["xiqa/unused.py"], tmp_path) == ["xiqa/unused.py (never imported)"]
