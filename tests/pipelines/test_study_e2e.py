@@ -147,6 +147,12 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     assert all(f"| {label} |" in md for label in labels)
     page = (root / "reports" / "index.html").read_text()
     assert page.count("<table") == 6 and "data:image/png;base64," in page  # Tables 2, 4, 6, 7, 8, 9
+    # the README's picture (xiqa/report/overlay.py): a test scan under the first arch's trained seed-1 maps
+    from PIL import Image
+
+    with Image.open(root / "reports" / "figures" / "overlay-objectcxr.png") as png:
+        assert png.width > 3 * png.height > 300
+    assert "one test scan with its expert box" in page
     t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col="label")
     assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
     assert t8.loc["uniform map", "objectcxr/resnet34/trained/auc_mean"] == pytest.approx(0.5, abs=1e-12)
