@@ -113,10 +113,10 @@ def test_spread_and_claims_are_read_from_the_two_runs_tables(tmp_path: Path) -> 
     assert all(("target ≥ 0.90" in f) == f.startswith("Object-CXR") for f in auc)
     section = readme.render_section(tmp_path / "results")
     assert section.startswith(readme.START) and section.rstrip().endswith(readme.END)
-    assert f"- {facts[1]}" in section and "#### Table 4" not in section  # the README: numbers, no tables
+    assert f"- {facts[1]}" in section and "### Table 4" not in section  # the README: numbers, no tables
     assert "wall time" not in section  # said once, by render_time
     page = readme.render_tables(tmp_path / "results")
-    assert "#### Table 4" in page and "1 min 01 s" in page and "#### The paper's claims" in page
+    assert "\n### Table 4" in page and "1 min 01 s" in page and "\n### The paper's claims" in page
     assert "**1 min 01 s**, within the 25-minute budget (23 min 59 s to spare): train 1.0 min." in (
         readme.render_time(tmp_path / "results"))
     text = f"intro\n{readme.START}\nold\n{readme.END}\nafter\n"

@@ -242,11 +242,6 @@ def facts(folder: Path, seconds: float, budget: bool = True) -> list[str]:
     return out
 
 
-def _demote(markdown: str) -> str:
-    """Table headings one level down, to sit under the README's section heading."""
-    return re.sub(r"^### ", "#### ", markdown, flags=re.M)
-
-
 def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m} min {s:02d} s"
@@ -280,7 +275,7 @@ def render_section(results: Path) -> str:
     meta_a, _ = _metas(results)
     lines = [f"Run A ({meta_a['threads']}):", ""]
     lines += [f"- {fact}" for fact in facts(a, meta_a["seconds"])[1:]]
-    lines += ["", f"Run B's and both runs' tables: [{PAGE.as_posix()}]({PAGE.as_posix()})."]
+    lines += ["", f"Run B's numbers, both runs' tables and what they show: [{PAGE.as_posix()}]({PAGE.as_posix()})."]
     return _wrap("demo-results", ["", *lines, ""])
 
 
@@ -296,16 +291,16 @@ def render_tables(results: Path) -> str:
              f"Run B: the same with {meta_b['threads']}: {_duration(meta_b['seconds'])}. "
              "The tables are run A's `reports/` (copied to `run-a/`, run B's to `run-b/`).", ""]
     for stem in SHOWN:
-        lines += [_demote((a / f"{stem}.md").read_text()).rstrip(), ""]
-    lines += ["#### How much the two runs differ", "",
+        lines += [(a / f"{stem}.md").read_text().rstrip(), ""]  # "### Table n", under "## The two runs"
+    lines += ["### How much the two runs differ", "",
               "| table | mean cells | cells that differ | largest difference | where |",
               "|:---|---:|---:|---:|:---|"]
     lines += [f"| {s.table} | {s.cells} | {s.moved} | {s.max_abs:.3f} | {s.where} |" for s in spread(a, b)]
-    lines += ["", "#### The paper's claims, checked in both runs", "",
+    lines += ["", "### The paper's claims, checked in both runs", "",
               "| claim (smoothed maps, means over seeds) | run A | run B |", "|:---|---:|---:|"]
     ca, cb = claims(a), claims(b)
     lines += [f"| {claim} | {value} | {cb.get(claim, '–')} |" for claim, value in ca.items()]
-    lines += ["", "#### In numbers", ""]
+    lines += ["", "### In numbers", ""]
     for name, folder, meta in (("Run A", a, meta_a), ("Run B", b, meta_b)):
         lines += [f"{name}:", ""]
         lines += [f"- {fact}" for fact in facts(folder, meta["seconds"], budget=name == "Run A")]
