@@ -3,7 +3,8 @@
 One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it builds the grid
 (Object-CXR phantoms, ResNet-34 and EfficientNet-B0, seeds 1 and 2, trained / SR / FR) and checks
 
-1. every table has every method row and every condition column, SR shows its skip reason;
+1. every table has every method row and every condition column, SR shows its skip reason; the
+   report draws the README's overlay figure (`reports/figures/overlay-objectcxr.png`);
 2. every aggregate mean ± std equals a recomputation from the evaluation runs' per-image CSV
    artifacts, and DoM equals the absolute difference of the logged means;
 3. `dvc metrics show` and `dvc plots show` work;
@@ -151,7 +152,7 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     from PIL import Image
 
     with Image.open(root / "reports" / "figures" / "overlay-objectcxr.png") as png:
-        assert png.width > 3 * png.height > 300
+        assert png.width > 2 * png.height > 300  # one row of four panels
     assert "one test scan with its expert box" in page
     t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col="label")
     assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]

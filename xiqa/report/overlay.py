@@ -22,6 +22,7 @@ __all__ = ["OVERLAY_METHODS", "overlay_figure", "write_overlay"]
 # Grad-CAM against NormGrad on one layer and on all layers: the paper's comparison in one row
 OVERLAY_METHODS: tuple[str, ...] = ("gradcam", "normgrad_conv3x3_single", "normgrad_conv3x3_multi")
 DPI = 160
+TITLE_INCHES = 0.35
 
 
 def _methods(sample: SampleMaps) -> list[str]:
@@ -38,8 +39,14 @@ def overlay_figure(sample: SampleMaps, title: str = ""):
     methods = _methods(sample)
     panels = [F.Panel(sample.images[0], None, sample.boxes[0])]
     panels += [F.sample_panel(sample, 0, m, smoothed=True) for m in methods]
-    return F.overlay_grid([(sample.image_ids[0], panels)], ["test scan, expert box"]
-                          + [S.method_label(m) for m in methods], title)
+    fig = F.overlay_grid([(sample.image_ids[0], panels)], ["test scan, expert box"]
+                         + [S.method_label(m) for m in methods])
+    if title:  # a two-line title above one row of panels: a taller figure, the panels as they were
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width, height + TITLE_INCHES)
+        fig.suptitle(title, fontsize=8)
+        fig.tight_layout(pad=0.3, rect=(0, 0, 1, height / (height + TITLE_INCHES)))
+    return fig
 
 
 def write_overlay(ds: str, arch: str, seed: int, samples: Mapping[tuple[str, str, str, int], SampleMaps],
@@ -51,8 +58,8 @@ def write_overlay(ds: str, arch: str, seed: int, samples: Mapping[tuple[str, str
     sample = samples.get((ds, arch, "trained", seed))
     if sample is None or not sample.image_ids:
         return []
-    title = (f"{S.DATASET_LABELS.get(ds, ds)}, {S.ARCH_LABELS.get(arch, arch)} trained (seed {seed}): "
-             "smoothed saliency maps; red: expert box, cross: peak (white hit, black miss)")
+    title = (f"{S.DATASET_LABELS.get(ds, ds)}, {S.ARCH_LABELS.get(arch, arch)} trained (seed {seed}), smoothed maps\n"
+             "red: expert box; cross: the map's peak (white hit, black miss)")
     out.mkdir(parents=True, exist_ok=True)
     return [F.save_figure(overlay_figure(sample, title), out / f"overlay-{ds}.png", dpi=DPI)]
 
