@@ -3,7 +3,8 @@
 One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it builds the grid
 (Object-CXR phantoms, ResNet-34 and EfficientNet-B0, seeds 1 and 2, trained / SR / FR) and checks
 
-1. every table has every method row and every condition column, SR shows its skip reason;
+1. every table has every method row and every condition column, SR shows its skip reason; the
+   report draws the README's overlay figure (`reports/figures/overlay-objectcxr.png`);
 2. every aggregate mean ± std equals a recomputation from the evaluation runs' per-image CSV
    artifacts, and DoM equals the absolute difference of the logged means;
 3. `dvc metrics show` and `dvc plots show` work;
@@ -147,6 +148,12 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     assert all(f"| {label} |" in md for label in labels)
     page = (root / "reports" / "index.html").read_text()
     assert page.count("<table") == 6 and "data:image/png;base64," in page  # Tables 2, 4, 6, 7, 8, 9
+    # the README's picture (xiqa/report/overlay.py): a test scan under the first arch's trained seed-1 maps
+    from PIL import Image
+
+    with Image.open(root / "reports" / "figures" / "overlay-objectcxr.png") as png:
+        assert png.width > 2 * png.height > 300  # one row of four panels
+    assert "one test scan with its expert box" in page
     t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col="label")
     assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
     assert t8.loc["uniform map", "objectcxr/resnet34/trained/auc_mean"] == pytest.approx(0.5, abs=1e-12)

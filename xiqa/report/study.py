@@ -359,6 +359,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
     import mlflow
 
     from xiqa.evaluation.aggregate import architecture_metrics
+    from xiqa.report.overlay import write_overlay
     from xiqa.tracking import store
 
     ev, models = params.evaluate, params.grid.models
@@ -373,6 +374,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
             stat, _, what = name.partition("/")
             arch_json.setdefault(ds, {}).setdefault(what, {})[stat] = round(value, 6)
         made = _figures(ds, archs, params.grid.seeds, grid.samples, figures_dir)
+        made += write_overlay(ds, archs[0], params.grid.seeds[0], grid.samples, figures_dir)
         made += _sanity_figure(ds, archs, grid.sanity, grid.methods, figures_dir)
         made += _training_figure(ds, archs, params.grid.seeds, grid, figures_dir)
         tags = base_tags | {S.KIND: "study", "dataset": ds, "archs": ",".join(archs)}
