@@ -58,7 +58,6 @@ def demo_project(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
 def test_dvc_metrics_show_and_diff_fit_120_columns_on_the_demo_grid(demo_project):
     """A row per dataset × arch × headline number, a column per condition."""
     root, cells, rng = demo_project, demo_cells(), random.Random(0)
@@ -83,7 +82,6 @@ def test_dvc_metrics_show_and_diff_fit_120_columns_on_the_demo_grid(demo_project
     assert widest(diff) <= WIDTH, diff
 
 
-@pytest.mark.slow
 def test_dvc_plots_show_draws_one_grouped_chart_per_dataset(demo_project):
     """A column per arch, a bar per condition, every method and baseline of the dataset."""
     root, cells = demo_project, demo_cells()
