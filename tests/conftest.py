@@ -89,6 +89,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
         (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
         run(root, "git", "init", "-q")
         run(root, str(BIN / "dvc"), "init", "-q")
+        shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # dvc.yaml's plot template
         run(root, "git", "add", "-A")
         run(root, "git", "commit", "-qm", "init")
         return root

@@ -125,10 +125,14 @@ FILE_ROWS = (
     ('`sanity/<ds>-<arch>/trained-s<seed>.json`',
      'the sanity run id, the sampled image ids, the block label of each randomisation step, per method the '
      'mean Spearman / SSIM per step and the random-logit SSIM, and the seconds it took'),
+    ('`metrics/<ds>-<arch>/pg_mean/<method>.json`, `metrics/<ds>-<arch>/{headline}.json`',
+     'DVC metrics, the headline only (`{{condition: mean over seeds}}` per file, so `dvc metrics show` and '
+     '`dvc metrics diff` fit a terminal): the smoothed Pointing Game mean of each method, test AUC and accuracy'),
     ('{metrics}',
-     'DVC metrics: `dvc metrics show`, `dvc metrics diff`'),
-    ('`plots/pg-<ds>-<arch>-<cond>.csv`',
-     'DVC plots (per-method bars of the smoothed Pointing Game mean, then the baselines): `dvc plots show`'),
+     'the full sets behind the headline (also artifacts of the report run)'),
+    ('`plots/pg-<ds>.csv`',
+     'DVC plots: one grouped bar chart per dataset (a panel per architecture, a bar per condition for each '
+     'method and the two baselines; template `.dvc/plots/grouped_bars.json`): `dvc plots show`'),
     ('`reports/<table>.<ext>`',
      'Tables 2–9 (below) in each format of `report.formats` ({formats}); `xiqa report` writes the same '
      'from the tracking store'),
@@ -175,7 +179,7 @@ model's training loss and validation AUC per epoch beside the stand-in pretext's
 
 def render() -> str:
     """The text of docs/OUTPUTS.md."""
-    from xiqa.report.study import METRICS
+    from xiqa.report.study import HEADLINE_CLASSIFICATION, METRICS
 
     lines = [HEADER, "", "# What a study produces", "",
              "Every name below is the one the code logs and reads back (`xiqa/schema.py`); "
@@ -214,10 +218,11 @@ def render() -> str:
     for fn, calls in KEY_FUNCTIONS:
         summary = " ".join(_markdown(fn.__doc__ or "").split("\n\n")[0].split())
         lines.append(f"| {', '.join(f'`{fn(*args)}`' for args in calls)} | `{fn.__name__}`: {summary} |")
-    metrics = ", ".join(f"`metrics/{name}.json`" for name in METRICS)
+    metrics = ", ".join(f"`reports/metrics/{name}.json`" for name in METRICS)
+    headline = ", ".join(f"`{name}`" for name in HEADLINE_CLASSIFICATION)
     formats = ", ".join(f"`{f}`" for f in S.REPORT_FORMATS)
     files = "\n".join(["| file | what |", "|---|---|"] + [
-        f"| {path.format(metrics=metrics)} | {what.format(formats=formats)} |" for path, what in FILE_ROWS])
+        f"| {path.format(metrics=metrics, headline='{' + headline.replace('`', '') + '}')} | {what.format(formats=formats)} |" for path, what in FILE_ROWS])
     lines += ["", FILES.replace("{files}", files).rstrip(),
               "", READING.rstrip()]
     return "\n".join(lines) + "\n"
