@@ -42,9 +42,9 @@ def run(app: typer.Typer) -> None:
         sys.exit(err.exit_code)
     except Exception as err:  # a request the server refused (HTTP 403), a full disk: the user's
         from xiqa.io import disk_full
-        from xiqa.tracking.store import refusal
+        from xiqa.tracking.store import refusal, unreachable
 
-        refused = refusal(err) or disk_full(err)
+        refused = refusal(err) or unreachable(err) or disk_full(err)
         if refused is None:
             raise
         typer.echo(f"xiqa: error: {refused}", err=True)

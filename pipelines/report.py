@@ -3,8 +3,8 @@
 :func:`xiqa.report.study.run_study` reads exactly the evaluation and sanity pointers the grid
 in ``params.yaml`` names, logs one aggregate run per dataset × arch × condition, one study run
 per dataset and one report run (experiment ``xiqa-study``, tag ``xiqa.study``), and writes
-``metrics/*.json`` (DVC metrics), ``plots/pg-<ds>-<arch>-<cond>.csv`` (DVC plots) and
-``reports/`` (``xiqa report`` on this study).
+``metrics/<ds>-<arch>/*.json`` (DVC metrics: the headline), ``plots/pg-<ds>.csv`` (DVC plots) and
+``reports/`` (``xiqa report`` on this study, plus the full metric sets in ``reports/metrics/``).
 """
 
 from __future__ import annotations

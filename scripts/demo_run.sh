@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole demo study (`dvc repro`) in a fresh clone of this checkout's HEAD, reusing this
 # checkout's .venv (create it first: `make study` or `bash scripts/bootstrap.sh`), and keep the
-# clone's reports/, its timestamped log and its wall time in OUT_DIR: the input of
-# scripts/readme_results.py. OMP_NUM_THREADS in the environment is passed on.
+# clone's reports/ (tables and figures, the README's overlay among them), its timestamped log and
+# its wall time in OUT_DIR: the input of scripts/readme_results.py. OMP_NUM_THREADS in the
+# environment is passed on.
 #   usage: scripts/demo_run.sh OUT_DIR
 set -euo pipefail
 [ $# -eq 1 ] || { echo "usage: $0 OUT_DIR" >&2; exit 2; }
@@ -19,3 +20,6 @@ python "$here/scripts/timed.py" "$out" dvc repro
 rm -rf "$out/reports"
 cp -r reports "$out/reports"
 echo "$work/xiqa: reports copied to $out/reports"
+# the picture scripts/readme_results.py copies into docs/overlay.png (xiqa/report/overlay.py)
+ls "$out"/reports/figures/overlay-*.png >/dev/null 2>&1 \
+    || { echo "$out/reports/figures: no overlay-<dataset>.png (evaluate.figure_samples: 0?)" >&2; exit 1; }

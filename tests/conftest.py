@@ -89,6 +89,7 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
         (root / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
         run(root, "git", "init", "-q")
         run(root, str(BIN / "dvc"), "init", "-q")
+        shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")  # dvc.yaml's plot template
         run(root, "git", "add", "-A")
         run(root, "git", "commit", "-qm", "init")
         return root
@@ -98,7 +99,8 @@ def make_project(tmp_path: Path) -> Callable[..., Path]:
 
 _TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                  "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID",
-                 "XIQA_PROJECT")
+                 "XIQA_PROJECT", "XIQA_TRACKING_RETRY_S", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")  # the last two: set by ensure_store for a server
 
 
 @pytest.fixture(autouse=True)
@@ -112,9 +114,11 @@ def _no_external_tracking() -> Iterator[None]:
     for key in _TRACKING_ENV:
         os.environ.pop(key, None)
     os.environ.update(saved)
-    # ``mlflow.set_experiment`` also keeps the experiment in a module global (and exports
-    # MLFLOW_EXPERIMENT_ID, popped above): a later test's ``start_run(run_id=...)`` in another
-    # experiment of the same worker would be refused, and its stages' subprocesses misrouted
+    # MLflow also keeps process globals that a later test of the same worker inherits:
+    # ``set_experiment``'s active experiment (a ``start_run(run_id=...)`` in another experiment is
+    # then refused). ``set_tracking_uri`` / ``set_registry_uri``'s globals (``ensure_store`` sets
+    # both) stay, as module fixtures set them for their tests: a client of another store names
+    # both URIs (``MlflowClient(url, registry_uri=url)``), or it searches the last project's registry
     fluent = sys.modules.get("mlflow.tracking.fluent")
     if fluent is not None:
         while fluent.active_run() is not None:

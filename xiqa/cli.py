@@ -33,9 +33,9 @@ class _Guarded(TyperGroup):
             raise typer.Exit(err.exit_code) from None
         except Exception as err:  # a request the server refused (HTTP 403), a full disk: the user's
             from xiqa.io import disk_full
-            from xiqa.tracking.store import refusal
+            from xiqa.tracking.store import refusal, unreachable
 
-            refused = refusal(err) or disk_full(err)
+            refused = refusal(err) or unreachable(err) or disk_full(err)
             if refused is None:
                 raise
             typer.echo(f"xiqa: error: {refused}", err=True)

@@ -16,7 +16,8 @@ One place for the layout so that stages, the library and the CLI agree:
 - ``eval/<dataset>-<arch>/<condition>-s<seed>.json``     pointers written by `evaluate`
 - ``sanity/<dataset>-<arch>/trained-s<seed>.json``      summaries written by `sanity` (MPRT
                                      and random logit of a trained model, with its run id)
-- ``metrics/``, ``plots/``, ``reports/``                 the study's outputs
+- ``metrics/``, ``plots/``, ``reports/``                 the study's outputs: DVC metrics (the
+                                     headline), DVC plots, tables and full metric sets
 - ``mlflow.db``, ``mlruns/``         the embedded MLflow store (git- and dvc-ignored)
 """
 

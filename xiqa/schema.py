@@ -20,8 +20,8 @@ Runs (MLflow, SPEC 7):
 - **aggregate** run, experiment ``xiqa-study``, one per dataset × arch × condition of one report
   execution (tag ``xiqa.study``): ``pg_mean/<m>``, ``pg_std/<m>``, ``pg_ci_low/<m>``,
   ``pg_ci_high/<m>`` (smoothed maps, the paper's comparisons) and the same with ``pg_raw_``
-  (unsmoothed); ``n_seeds``, ``n_images``; for ``trained`` also ``test_accuracy_mean/std``,
-  ``test_auc_mean/std``; ``tau_px`` and the baselines ``baseline_mean/<b>``,
+  (unsmoothed); ``n_seeds``, ``n_images``; ``test_accuracy_mean/std``, ``test_auc_mean/std`` (of the
+  models' training / randomisation runs); ``tau_px`` and the baselines ``baseline_mean/<b>``,
   ``baseline_ci_low/<b>``, ``baseline_ci_high/<b>`` for ``<b>`` in :data:`BASELINES` (no std:
   every seed scores the same images and boxes). Localisation: ``mass_mean/<m>``,
   ``mass_std/<m>``, ``mass_ci_low/<m>``, ``mass_ci_high/<m>`` (smoothed), ``mass_raw_mean/<m>``

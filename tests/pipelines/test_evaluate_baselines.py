@@ -145,10 +145,15 @@ def test_aggregate_runs_and_every_table_format_show_tau_and_the_baselines(study)
             assert m[S.agg_baseline_metric("mean", b)] == pytest.approx(expected[b].mean(), abs=1e-12)
             assert m[S.agg_baseline_metric("ci_low", b)] <= m[S.agg_baseline_metric("mean", b)] \
                 <= m[S.agg_baseline_metric("ci_high", b)]
-    pg = json.loads((study / "metrics" / "pointing_game.json").read_text())["objectcxr"][ARCH]["trained"]
+    pg = json.loads((study / "reports" / "metrics" / "pointing_game.json").read_text())["objectcxr"][ARCH]["trained"]
     assert pg[S.TAU] == 4.8 and pg["baseline_centre"]["mean"] == round(expected["centre"].mean(), 6)
-    plot = pd.read_csv(study / "plots" / f"pg-objectcxr-{ARCH}-trained.csv")
+    plot = pd.read_csv(study / "plots" / "pg-objectcxr.csv")
+    plot = plot[(plot["arch"] == ARCH) & (plot["condition"] == "trained")]
     assert plot["method"].tolist()[-2:] == ["baseline_chance", "baseline_centre"]
+    assert plot["pg_mean"].tolist()[-1] == pg["baseline_centre"]["mean"]
+    # the DVC metrics: the headline of the full set
+    headline = json.loads((study / "metrics" / f"objectcxr-{ARCH}" / "pg_mean" / "gradcam.json").read_text())
+    assert headline["trained"] == pg["gradcam"]["mean"]
 
     reports = study / "reports"
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
@@ -289,7 +294,7 @@ def test_aggregate_runs_and_table8_carry_the_localisation_metrics_and_their_base
     assert "centre Gaussian map & " in (reports / "table8-objectcxr.tex").read_text()
     assert "<th>uniform map</th>" in (reports / "table8-objectcxr.html").read_text()
     assert 'id="table8-objectcxr"' in (reports / "index.html").read_text()
-    loc_json = json.loads((study / "metrics" / "localisation.json").read_text())["objectcxr"][ARCH]["trained"]
+    loc_json = json.loads((study / "reports" / "metrics" / "localisation.json").read_text())["objectcxr"][ARCH]["trained"]
     assert loc_json["mass"]["baseline_uniform"]["mean"] == round(m[S.loc_agg_baseline_metric("mass", "mean", "uniform")], 6)
 
 
@@ -328,8 +333,8 @@ def test_sanity_stage_logs_one_history_point_per_cascade_block_and_the_report_sh
             assert key not in trained.data.metrics
             continue
         assert trained.data.metrics[key] == pytest.approx(final, abs=1e-6)
-        dvc_metric = json.loads((study / "metrics" / "sanity.json").read_text())["objectcxr"][ARCH]
-        assert dvc_metric["mprt_spearman_final"][m]["mean"] == round(trained.data.metrics[key], 6)
+        full_set = json.loads((study / "reports" / "metrics" / "sanity.json").read_text())["objectcxr"][ARCH]
+        assert full_set["mprt_spearman_final"][m]["mean"] == round(trained.data.metrics[key], 6)
         assert t9.loc[m, f"objectcxr/{ARCH}/trained/mprt_spearman_final_mean"] == \
             pytest.approx(final, abs=1e-6)
     md = (reports / "table9-objectcxr.md").read_text()

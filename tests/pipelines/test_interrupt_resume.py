@@ -186,7 +186,8 @@ def test_interrupted_stages_leave_no_half_state_and_the_next_repro_completes(
         assert client.get_run(ev["run_id"]).info.status == "FINISHED" and ev["n_images"] > 0
     _assert_outputs_whole(root)
     finished = _snapshot(root)
-    assert any(k.startswith("reports/") for k in finished) and "metrics/pointing_game.json" in finished
+    assert any(k.startswith("reports/") for k in finished) and "reports/metrics/pointing_game.json" in finished
+    assert "metrics/objectcxr-resnet34/pg_mean/gradcam.json" in finished  # the DVC metrics' headline
 
     # 6. SIGKILL of the report stage half-way: outputs untouched, `xiqa report` ignores that study
     proc = subprocess.Popen(["python", "-m", "pipelines.report", "--out", "reports"], cwd=root,

@@ -117,11 +117,14 @@ def test_paper_recipe_runs_every_stage_with_sr_on_paper_size_phantoms(make_proje
             assert (root / "eval" / cell / f"{cond}-s{SEED}.json").is_file()
         assert (root / "sanity" / cell / f"trained-s{SEED}.json").is_file()
     for name in ("pointing_game", "classification", "localisation", "sanity"):
-        metrics = json.loads((root / "metrics" / f"{name}.json").read_text())
+        metrics = json.loads((root / "reports" / "metrics" / f"{name}.json").read_text())
         assert all(arch in metrics[ds] for ds, arch in CELLS), name
-    assert json.loads((root / "metrics" / "architectures.json").read_text()) == {}  # one arch: no DoM
-    assert {p.name for p in (root / "plots").iterdir()} == {
-        f"pg-{ds}-{arch}-{cond}.csv" for ds, arch in CELLS for cond in ("trained", "sr", "fr")}
+    assert json.loads((root / "reports" / "metrics" / "architectures.json").read_text()) == {}  # one arch: no DoM
+    for ds, arch in CELLS:  # the DVC metrics' headline: every condition measured
+        for key in ("pg_mean/gradcam", "test_auc_mean", "test_accuracy_mean"):
+            headline = json.loads((root / "metrics" / f"{ds}-{arch}" / f"{key}.json").read_text())
+            assert set(headline) == {"trained", "sr", "fr"}, (ds, arch, key)
+    assert {p.name for p in (root / "plots").iterdir()} == {f"pg-{ds}.csv" for ds, _ in CELLS}
     reports = root / "reports"
     keys = ["table2", "table7"] + [f"table{n}-{ds}" for ds in ("objectcxr", "lvot")
                                    for n in ({"objectcxr": (4, 6, 8, 9), "lvot": (3, 5, 8, 9)}[ds])]

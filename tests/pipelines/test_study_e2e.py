@@ -3,10 +3,12 @@
 One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it builds the grid
 (Object-CXR phantoms, ResNet-34 and EfficientNet-B0, seeds 1 and 2, trained / SR / FR) and checks
 
-1. every table has every method row and every condition column, SR shows its skip reason;
+1. every table has every method row and every condition column, SR shows its skip reason; the
+   report draws the README's overlay figure (`reports/figures/overlay-objectcxr.png`);
 2. every aggregate mean ± std equals a recomputation from the evaluation runs' per-image CSV
    artifacts, and DoM equals the absolute difference of the logged means;
-3. `dvc metrics show` and `dvc plots show` work;
+3. `dvc metrics show` and `dvc metrics diff` print the headline in at most 120 columns (a row
+   per dataset × arch × number, a column per condition), `dvc plots show` one chart per dataset;
    a second report run over the same evaluations writes byte-identical tables, metrics and plots;
 4. a repro after changing `evaluate.tolerance` or `evaluate.tolerance_at` re-runs only `evaluate`
    and `report`, and the tables show the new τ in input pixels;
@@ -81,9 +83,11 @@ def _per_image(root: Path, arch: str, cond: str, seed: int, tmp: Path) -> pd.Dat
 
 
 def _outputs(root: Path, reports: str) -> dict[str, bytes]:
-    """The report stage's tables (``reports``: md, csv, tex), DVC metrics and plots, by name."""
+    """The report stage's tables (``reports``: md, csv, tex) and full metric sets, DVC metrics and
+    plots, by name."""
     files = [p for ext in ("md", "csv", "tex") for p in (root / reports).glob(f"table*.{ext}")]
-    files += list((root / "metrics").glob("*.json")) + list((root / "plots").glob("*.csv"))
+    files += list((root / reports / "metrics").glob("*.json"))
+    files += list((root / "metrics").rglob("*.json")) + list((root / "plots").glob("*.csv"))
     return {str(p.relative_to(root)).replace(reports, "<reports>", 1): p.read_bytes() for p in files}
 
 
@@ -147,6 +151,12 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     assert all(f"| {label} |" in md for label in labels)
     page = (root / "reports" / "index.html").read_text()
     assert page.count("<table") == 6 and "data:image/png;base64," in page  # Tables 2, 4, 6, 7, 8, 9
+    # the README's picture (xiqa/report/overlay.py): a test scan under the first arch's trained seed-1 maps
+    from PIL import Image
+
+    with Image.open(root / "reports" / "figures" / "overlay-objectcxr.png") as png:
+        assert png.width > 2 * png.height > 300  # one row of four panels
+    assert "one test scan with its expert box" in page
     t8 = pd.read_csv(root / "reports" / "table8-objectcxr.csv", index_col="label")
     assert list(t8.index) == labels + [S.LOC_BASELINE_LABELS[b] for b in S.LOC_BASELINES]
     assert t8.loc["uniform map", "objectcxr/resnet34/trained/auc_mean"] == pytest.approx(0.5, abs=1e-12)
@@ -170,11 +180,24 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
         aggs[(aggs["tags.arch"] == "resnet34") & (aggs["tags.condition"] == "trained")].iloc[0]["metrics.pg_mean/gradcam"],
         abs=1e-9)
 
-    # 3. DVC metrics and plots
-    shown = run(root, dvc, "metrics", "show", "--json")
-    assert "pointing_game" in shown.stdout and "gradcam" in shown.stdout
+    # 3. DVC metrics (the headline, 120 columns wide) and plots (one chart per dataset)
+    shown = run(root, dvc, "metrics", "show").stdout
+    assert max(len(line) for line in shown.splitlines()) <= 120, shown
+    rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines()}
+    assert rows.pop("Path") == ["fr", "trained"]  # SR skipped everywhere: no number (Table 4 says why)
+    assert sorted(rows) == sorted(f"metrics/objectcxr-{a}/{k}.json" for a in ARCHS for k in
+                                  [f"pg_mean/{m}" for m in S.METHODS] + ["test_accuracy_mean", "test_auc_mean"])
+    trained = aggs[(aggs["tags.arch"] == "resnet34") & (aggs["tags.condition"] == "trained")].iloc[0]
+    fr, value = rows["metrics/objectcxr-resnet34/pg_mean/gradcam.json"]
+    assert 0 <= float(fr) <= 1 and float(value) == pytest.approx(trained["metrics.pg_mean/gradcam"], abs=1e-5)
+    assert float(rows["metrics/objectcxr-resnet34/test_auc_mean.json"][1]) == pytest.approx(
+        trained["metrics.test_auc_mean"], abs=1e-5)
+    plots = json.loads(run(root, dvc, "plots", "show", "--json").stdout)["data"]
+    assert list(plots) == ["plots/pg-objectcxr.csv"]
     run(root, dvc, "plots", "show", "-o", str(tmp_path / "dvc_plots"))
     assert (tmp_path / "dvc_plots" / "index.html").is_file()
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "the first study")  # what `dvc metrics diff` compares against
 
     # 4. a new tolerance re-runs exactly the evaluations and the report (not train / randomise /
     # prepare)
@@ -183,6 +206,9 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(run(root, dvc, "repro", "report"))
     assert ran == {"report", "evaluate@0", "evaluate@1"}  # one evaluate process per arch
+    diff = run(root, dvc, "metrics", "diff", "--all").stdout  # a row per file x condition
+    assert max(len(line) for line in diff.splitlines()) <= 120, diff
+    assert len(diff.splitlines()) == 1 + len(rows) * 2  # fr and trained: SR is skipped
     # ... and so does the input size it holds at; the new tau (in input pixels) is what is logged
     params["evaluate"]["tolerance_at"]["objectcxr"] = 96
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,23 +1,74 @@
-"""The README's demo results are generated from the committed runs, never typed."""
+"""The generated docs: README.md's and docs/demo-results/README.md's demo results (from the committed
+runs, never typed), docs/OUTPUTS.md (from xiqa/schema.py); the README's shape and the docs' links."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from test_tables import _agg, _runs
+
+from xiqa import schema as S
 from xiqa.errors import XiqaError
-from xiqa.report import readme
+from xiqa.report import outputs, readme
 from xiqa.report import tables as T
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_section_is_what_the_committed_demo_runs_render() -> None:
+def test_readme_and_the_demo_page_are_what_the_committed_demo_runs_render() -> None:
+    """README.md and docs/demo-results/README.md, generated sections included, are what
+    ``python scripts/readme_results.py`` renders from docs/demo-results alone."""
+    for path, text in readme.rendered(ROOT).items():
+        assert path.read_text() == text, f"{path}: run `python scripts/readme_results.py`"
     text = (ROOT / "README.md").read_text()
     assert readme.current_section(text) == readme.render_section(ROOT / "docs" / "demo-results")
+    assert readme.current_section(text, readme.TIME) == readme.render_time(ROOT / "docs" / "demo-results")
+
+
+def test_outputs_catalogue_is_what_the_schema_renders() -> None:
+    assert (ROOT / outputs.PATH).read_text() == outputs.render(), "run `python scripts/readme_results.py`"
+    text = outputs.render()
+    # every name set of the schema is in it, once per value at least
+    for value in (*S.METHODS, *S.LOC_METRICS, *S.SANITY_STATS, *S.PER_IMAGE_COLUMNS, *S.BASELINE_COLUMNS):
+        assert f"`{value}`" in text, value
+    assert f"`{S.loc_agg_baseline_metric('<k>', '<stat>', '<b>')}`" in text
+
+
+def test_readme_is_a_front_door_with_the_two_commands_ci_runs_and_the_figure() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert "make study   #" in text and "make test    #" in text
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nstudy:" in makefile and "\ntest:" in makefile
+    assert "\nmake test\n" in (ROOT / ".ci" / "run").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images == [readme.FIGURE.as_posix()]  # the one picture: what readme_results.py copies
+
+
+DOCS = ("README.md", "docs/OUTPUTS.md", "docs/TEAM.md", "docs/CLUSTER.md", "docs/PAPER-SCALE.md",
+        "benchmarks/README.md", "docs/demo-results/README.md")
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as hyphens."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", markdown, flags=re.M)}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_link_between_the_docs_reaches_a_file_and_heading(doc: str) -> None:
+    text = (ROOT / doc).read_text()
+    for target in re.findall(r"(?<!!)\[[^\]]*\]\(([^)#\s]*)(#[^)\s]*)?\)", text):
+        path, anchor = target
+        if path.startswith(("http://", "https://")):
+            continue
+        file = (ROOT / doc).parent / path if path else ROOT / doc
+        assert file.exists(), f"{doc}: link to {path}"
+        if anchor:
+            assert anchor[1:] in _anchors(file.read_text()), f"{doc}: no heading {anchor} in {path or doc}"
 
 
 def _study(shift: float = 0.0) -> pd.DataFrame:
@@ -62,7 +113,12 @@ def test_spread_and_claims_are_read_from_the_two_runs_tables(tmp_path: Path) -> 
     assert all(("target ≥ 0.90" in f) == f.startswith("Object-CXR") for f in auc)
     section = readme.render_section(tmp_path / "results")
     assert section.startswith(readme.START) and section.rstrip().endswith(readme.END)
-    assert "#### Table 4" in section and "1 min 01 s" in section
+    assert f"- {facts[1]}" in section and "### Table 4" not in section  # the README: numbers, no tables
+    assert "wall time" not in section  # said once, by render_time
+    page = readme.render_tables(tmp_path / "results")
+    assert "\n### Table 4" in page and "1 min 01 s" in page and "\n### The paper's claims" in page
+    assert "**1 min 01 s**, within the 25-minute budget (23 min 59 s to spare): train 1.0 min." in (
+        readme.render_time(tmp_path / "results"))
     text = f"intro\n{readme.START}\nold\n{readme.END}\nafter\n"
     assert readme.replace_section(text, section) == f"intro\n{section.rstrip()}\nafter\n"
 
@@ -74,12 +130,26 @@ def test_a_missing_table_or_marker_is_one_clear_error(tmp_path: Path) -> None:
         readme.collect((a, a), ({}, {}), tmp_path / "results")
     with pytest.raises(XiqaError, match="markers"):
         readme.replace_section("no markers here", "x")
+    with pytest.raises(XiqaError, match="figures: none of overlay-objectcxr.png"):
+        readme.overlay_source(a)
+
+
+def test_collect_copies_each_runs_overlay_and_names_the_readmes(tmp_path: Path) -> None:
+    a, b = _report(tmp_path, "a"), _report(tmp_path, "b")
+    (a / "figures").mkdir()
+    for name in ("overlay-lvot.png", "overlay-objectcxr.png", "sanity-objectcxr.png"):
+        (a / "figures" / name).write_bytes(name.encode())
+    readme.collect((a, b), ({}, {}), tmp_path / "results")
+    assert sorted(p.name for p in (tmp_path / "results" / "run-a").glob("*.png")) == [
+        "overlay-lvot.png", "overlay-objectcxr.png"]
+    assert not list((tmp_path / "results" / "run-b").glob("*.png"))
+    assert readme.overlay_source(a) == a / "figures" / "overlay-objectcxr.png"
 
 
 @pytest.mark.parametrize("run", readme.RUNS)
 def test_the_readmes_prose_holds_in_each_committed_run(run: str) -> None:
-    """The hand-written paragraph under the generated section ("What the two runs show") states
-    four things without numbers; each must hold in both committed runs."""
+    """The hand-written paragraph of docs/demo-results/README.md ("What the two runs show")
+    states four things without numbers; each must hold in both committed runs."""
     folder = ROOT / "docs" / "demo-results" / run
     # 1. the classifiers do not learn at the demo's scale: test accuracy and AUC near guessing
     t7 = readme._frame(folder, "table7")
@@ -105,7 +175,7 @@ def test_the_readmes_prose_holds_in_each_committed_run(run: str) -> None:
 
 
 def test_fully_randomised_cells_are_the_same_in_both_committed_runs() -> None:
-    """The prose says the FR cells do not move between the runs (their weights come from the
+    """docs/demo-results/README.md says the FR cells do not move between the runs (their weights come from the
     seed alone, not from training, so threads cannot change them)."""
     a, b = (ROOT / "docs" / "demo-results" / r for r in readme.RUNS)
     for stem in ("table4-objectcxr", "table3-lvot"):

@@ -1,5 +1,5 @@
-"""Where a last-block cell looks, and where SPEC 4's upsampling puts it (README, "Why LVOT runs at
-112 px"): the input pixels that reach cell i of a ResNet's stride-32 last block are centred on
+"""Where a last-block cell looks, and where SPEC 4's upsampling puts it (docs/demo-results/README.md,
+"A caution for audits of last-layer maps"): the input pixels that reach cell i of a ResNet's stride-32 last block are centred on
 pixel 32·i, while bilinear upsampling with align_corners=False puts the cell at 32·i + 15.5."""
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def _snapshot(server: Server) -> dict:
     saved = {k: os.environ.get(k) for k in server.env}
     os.environ.update(server.env)
     try:
-        return _everything(mlflow.MlflowClient(server.url))
+        return _everything(mlflow.MlflowClient(server.url, registry_uri=server.url))
     finally:
         for key, value in saved.items():
             if value is None:
@@ -124,7 +124,7 @@ def test_a_reader_reads_and_never_writes_and_a_user_granted_nothing_reads_nothin
         register(_tiny_resnet(1), dataset="objectcxr", arch="resnet34", library="torchvision",
                  condition="trained", seed=1, image_size=16, data_md5="abc.dir", git_commit="c0ffee", val_auc=0.75)
     _log_study(project, "s1")
-    admin = mlflow.MlflowClient(server.url)
+    admin = mlflow.MlflowClient(server.url, registry_uri=server.url)
     experiments = {name: admin.get_experiment_by_name(name).experiment_id
                    for name in ("xiqa-objectcxr", S.STUDY_EXPERIMENT)}
     auth = get_app_client("basic-auth", tracking_uri=server.url)
@@ -144,7 +144,7 @@ def test_a_reader_reads_and_never_writes_and_a_user_granted_nothing_reads_nothin
     # READ: search, report, pull, exactly as the admin sees them
     _login(monkeypatch, server, READER)
     store._REACHABLE.clear()
-    reader = mlflow.MlflowClient(server.url)
+    reader = mlflow.MlflowClient(server.url, registry_uri=server.url)
     found = reader.search_runs(list(experiments.values()), max_results=1000)
     assert len(found) == len(before["runs"]) == 1 + 8  # the training run, 7 aggregate/study runs + report
     report = cli.invoke(app, ["report", "-f", "md,csv", "--out", str(tmp_path / "reader")])
@@ -189,7 +189,7 @@ def test_a_reader_reads_and_never_writes_and_a_user_granted_nothing_reads_nothin
     # nothing granted: nothing read
     _login(monkeypatch, server, NOBODY)
     store._REACHABLE.clear()
-    nobody = mlflow.MlflowClient(server.url)
+    nobody = mlflow.MlflowClient(server.url, registry_uri=server.url)
     assert nobody.search_runs(list(experiments.values()), max_results=1000) == []
     for args in (["report", "-f", "md", "--out", str(tmp_path / "nobody")],
                  ["models", "pull", f"{NAME}@trained-s1", "--out", str(tmp_path / "nobody-pull")]):

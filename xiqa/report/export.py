@@ -84,6 +84,7 @@ def _caption(path: Path) -> str:
             "randomisation": "fully randomised, semi-randomised and trained models (cf. Figs. 3, 5)",
             "seeds": "trained models, seeds side by side (cf. Fig. 4)",
             "architectures": "trained architectures side by side (cf. Fig. 6)",
+            "overlay": "one test scan with its expert box, and a trained model's Grad-CAM and NormGrad maps",
             "sanity": "model-parameter randomisation test (Adebayo et al. 2018): similarity of each method's maps "
                       "to the trained model's as the model is randomised from the logits down, mean over seeds",
             "training": "learning curves of the trained models (training loss, validation AUC per epoch) and "

@@ -13,9 +13,11 @@ evaluation run's per-image CSV and figure maps from MLflow, and logs to experime
 It also reads the ``sanity`` stage's summaries of the trained seeds (MPRT, random logit): their
 means over seeds go on the trained aggregate runs, their curves into ``figures/sanity-<ds>.png``.
 
-Writes ``metrics/{pointing_game,architectures,classification,localisation,sanity}.json`` (DVC
-metrics), ``plots/pg-<ds>-<arch>-<cond>.csv`` (DVC plots) and the report folder
-(:func:`xiqa.report.export.export_report` on this study).
+Writes the DVC metrics, headline numbers only (:func:`write_headline`:
+``metrics/<ds>-<arch>/<metric>.json``, one ``{condition: value}`` per file), the DVC plots
+(``plots/pg-<ds>.csv``, one grouped bar chart per dataset) and the report folder: the tables
+(:func:`xiqa.report.export.export_report` on this study) and the full metric sets
+``<report>/metrics/{pointing_game,architectures,classification,localisation,sanity}.json``.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-__all__ = ["StudyResult", "run_study"]
+__all__ = ["StudyResult", "run_study", "write_headline"]
 
 METRICS = ("pointing_game", "architectures", "classification", "localisation", "sanity")
+# the headline of each dataset × arch × condition (aggregate-run keys, besides pg_mean/<method>)
+HEADLINE_CLASSIFICATION = ("test_auc_mean", "test_accuracy_mean")
 
 Key = tuple[str, str, str]  # dataset, arch, condition
 
@@ -70,7 +74,7 @@ class _Grid:
     # the stand-in starts {start: {metric: [(epoch, value)]}}
     curves: dict[tuple[str, str, int], dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
     pretext: dict[str, dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
-    classif: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
+    classif: dict[Key, list[dict[str, float]]] = field(default_factory=dict)  # model runs' metrics
     sanity: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
     # methods that could not run on a model (Guided Backprop on a GELU network), per key: {m: why}
@@ -88,7 +92,8 @@ def new_study_id() -> str:
 
 def run_study(root: Path, params: Params, out: Path) -> StudyResult:
     """Aggregate every evaluation of the grid, log aggregate / study / report runs, write the
-    DVC metrics and plots under ``root`` and the report under ``out`` (relative to ``root``)."""
+    DVC metrics and plots under ``root`` and the report (tables, full metric sets) under ``out``
+    (relative to ``root``)."""
     import mlflow
 
     from xiqa.report.export import export_report
@@ -101,28 +106,35 @@ def run_study(root: Path, params: Params, out: Path) -> StudyResult:
     base_tags = {S.STUDY: study, "git_commit": provenance.git_commit(root)}
     with tempfile.TemporaryDirectory(prefix="xiqa-report-") as tmp:
         grid = _gather(root, params, client, Path(tmp))
-        pg_json, loc_json, sanity_json = _log_aggregates(params, grid, exp, base_tags)
+        pg_json, loc_json, sanity_json, headline = _log_aggregates(params, grid, exp, base_tags)
         arch_json = _log_studies(params, grid, exp, base_tags, Path(tmp) / "figures")
-    datasets = list(dict.fromkeys(c.dataset for c in params.grid.models))
-    classification_json = {
-        ds: {a: {k: round(v, 6) for k, v in _classification(grid, ds, a).items()}
-             for a in [c.arch for c in params.grid.models if c.dataset == ds]} for ds in datasets}
-    for name, data in zip(METRICS, (pg_json, arch_json, classification_json, loc_json, sanity_json), strict=True):
-        write_json(root / "metrics" / f"{name}.json", data)
+    classification_json: dict = {}
+    for cell in params.grid.models:
+        classification_json.setdefault(cell.dataset, {})[cell.arch] = {
+            cond: {k: round(v, 6) for k, v in _classification(grid, (cell.dataset, cell.arch, cond)).items()}
+            for cond in S.CONDITIONS if (cell.dataset, cell.arch, cond) in grid.frames}
+    write_headline(root / "metrics", headline)
     _write_plots(root / "plots", pg_json, grid.methods)
 
     written = export_report(root, root / out, params.report.formats, study=study)
+    full_sets = []
+    for name, data in zip(METRICS, (pg_json, arch_json, classification_json, loc_json, sanity_json), strict=True):
+        full_sets.append(root / out / "metrics" / f"{name}.json")
+        write_json(full_sets[-1], data)
     with runs.experiment_run(exp, "report", base_tags | {S.KIND: "report"}):
         for path in written:
             if path.suffix != ".png":
                 mlflow.log_artifact(str(path), artifact_path="tables")
+        for path in full_sets:
+            mlflow.log_artifact(str(path), artifact_path="metrics")
+    written += full_sets
     return StudyResult(study, sum(len(v) for v in grid.frames.values()), written)
 
 
-def _classification(grid: _Grid, ds: str, arch: str) -> dict[str, float]:
+def _classification(grid: _Grid, key: Key) -> dict[str, float]:
     from xiqa.evaluation.aggregate import classification_metrics
 
-    return classification_metrics(grid.classif.get((ds, arch), []))
+    return classification_metrics(grid.classif.get(key, []))
 
 
 # ---------------------------------------------------------------------- gather the grid's evaluations
@@ -165,9 +177,8 @@ def _gather(root: Path, params: Params, client: MlflowClient, tmp: Path) -> _Gri
                 npz = artifacts.path("figure_maps.npz", required=False)
                 if npz is not None:
                     grid.samples[(*key, seed)] = SampleMaps.load(npz)
+                grid.classif.setdefault(key, []).append(artifacts.model_run_metrics())
                 if cond == "trained":
-                    grid.classif.setdefault((cell.dataset, cell.arch), []).append(
-                        artifacts.model_run_metrics())
                     grid.curves[(cell.dataset, cell.arch, seed)] = artifacts.histories(
                         pointer["model_run_id"], ("train_loss", "val_auc"))
                     start = pointer.get("start") or ""
@@ -270,9 +281,10 @@ def _sanity(root: Path, ds: str, arch: str, seeds: list[int]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- aggregate runs + DVC metrics
-def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str]) -> tuple[dict, dict, dict]:
-    """One aggregate run per dataset × arch × condition; returns the DVC metrics
-    ``(pointing_game, localisation, sanity)``."""
+def _log_aggregates(params: Params, grid: _Grid, exp: str,
+                    base_tags: dict[str, str]) -> tuple[dict, dict, dict, dict[Key, dict[str, float]]]:
+    """One aggregate run per dataset × arch × condition; returns the full metric sets
+    ``(pointing_game, localisation, sanity)`` and the headline of each logged key."""
     import mlflow
 
     from xiqa.evaluation.aggregate import (
@@ -287,6 +299,7 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
     pg_json: dict = {}
     loc_json: dict = {}
     sanity_json: dict = {}
+    headline: dict[Key, dict[str, float]] = {}
     for index, cell in enumerate(params.grid.models):
         for cond in S.CONDITIONS:
             key = (cell.dataset, cell.arch, cond)
@@ -305,8 +318,8 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
             metrics |= baseline_metrics(grid.baselines[key], n_boot=ev.bootstrap, seed=ev.seed)
             metrics |= localisation_metrics(frames, ran, n_boot=ev.bootstrap, seed=ev.seed)
             metrics[S.TAU] = grid.geometry[cell.dataset][S.TAU]
+            metrics |= _classification(grid, key)
             if cond == "trained":
-                metrics |= _classification(grid, cell.dataset, cell.arch)
                 sanity_stats = sanity_metrics(grid.sanity[(cell.dataset, cell.arch)], ran)
                 metrics |= sanity_stats
                 sanity_json.setdefault(cell.dataset, {})[cell.arch] = {
@@ -325,7 +338,28 @@ def _log_aggregates(params: Params, grid: _Grid, exp: str, base_tags: dict[str, 
                 mlflow.log_metrics(metrics)
             pg_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _pg_summary(metrics, ran)
             loc_json.setdefault(cell.dataset, {}).setdefault(cell.arch, {})[cond] = _loc_summary(metrics, ran)
-    return pg_json, loc_json, sanity_json
+            headline[key] = {k: round(metrics[k], 6) for k in (*(S.agg_metric("mean", m) for m in ran),
+                                                                *HEADLINE_CLASSIFICATION) if k in metrics}
+    return pg_json, loc_json, sanity_json, headline
+
+
+def write_headline(folder: Path, headline: dict[Key, dict[str, float]]) -> list[Path]:
+    """Write the DVC metrics: ``<folder>/<ds>-<arch>/<key>.json`` = ``{condition: value}`` for each
+    headline key of the aggregate runs (``pg_mean/<method>``, ``test_auc_mean``,
+    ``test_accuracy_mean``), replacing ``folder``; returns the files, relative to ``folder``.
+
+    One file per dataset × arch × key because ``dvc metrics show`` prints a row per file and a
+    column per key: the rows name the model and the metric, the columns are the conditions, so
+    the table stays 3 value columns wide (and ``dvc metrics diff`` a row per file × condition)."""
+    by_file: dict[Path, dict[str, float]] = {}
+    for (ds, arch, cond), values in headline.items():
+        for name, value in values.items():
+            by_file.setdefault(Path(paths.model_key(ds, arch)) / f"{name}.json", {})[cond] = value
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        for rel, by_cond in by_file.items():
+            write_json(tmp / rel, by_cond)
+    return list(by_file)
 
 
 def _pg_summary(metrics: dict[str, float], methods: list[str]) -> dict:
@@ -359,6 +393,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
     import mlflow
 
     from xiqa.evaluation.aggregate import architecture_metrics
+    from xiqa.report.overlay import write_overlay
     from xiqa.tracking import runs
 
     ev, models = params.evaluate, params.grid.models
@@ -373,6 +408,7 @@ def _log_studies(params: Params, grid: _Grid, exp: str, base_tags: dict[str, str
             stat, _, what = name.partition("/")
             arch_json.setdefault(ds, {}).setdefault(what, {})[stat] = round(value, 6)
         made = _figures(ds, archs, params.grid.seeds, grid.samples, figures_dir)
+        made += write_overlay(ds, archs[0], params.grid.seeds[0], grid.samples, figures_dir)
         made += _sanity_figure(ds, archs, grid.sanity, grid.methods, figures_dir)
         made += _training_figure(ds, archs, params.grid.seeds, grid, figures_dir)
         tags = base_tags | {S.KIND: "study", "dataset": ds, "archs": ",".join(archs)}
@@ -453,19 +489,20 @@ def _sanity_figure(ds: str, archs: Sequence[str], sanity: dict, methods: list[st
 
 
 def _write_plots(folder: Path, pg_json: dict, methods: list[str]) -> None:
-    """``plots/pg-<ds>-<arch>-<cond>.csv``: per-method bar data (smoothed mean ± std over seeds),
-    then the baselines ``baseline_chance`` and ``baseline_centre``."""
+    """``plots/pg-<ds>.csv``, one grouped bar chart per dataset (dvc.yaml's ``plots``): per arch
+    and condition, each method's smoothed Pointing Game mean ± std over seeds, then the
+    no-information baselines ``baseline_chance`` and ``baseline_centre`` to read them against."""
     import pandas as pd
 
+    columns = ["dataset", "arch", "condition", "method", "pg_mean", "pg_std"]
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         for ds, archs in pg_json.items():
+            rows: list[tuple] = []
             for arch, conds in archs.items():
                 for cond, stats in conds.items():
-                    rows = [{"method": m, "pg_mean": stats[m]["mean"], "pg_std": stats[m].get("std", 0.0)}
-                            for m in methods if m in stats]
-                    # the no-information baselines as bars of their own, to read the methods against
-                    rows += [{"method": f"baseline_{b}", "pg_mean": stats[f"baseline_{b}"]["mean"], "pg_std": 0.0}
+                    bars = [(m, stats[m]["mean"], stats[m].get("std", 0.0)) for m in methods if m in stats]
+                    bars += [(f"baseline_{b}", stats[f"baseline_{b}"]["mean"], 0.0)
                              for b in S.BASELINES if f"baseline_{b}" in stats]
-                    pd.DataFrame(rows, columns=["method", "pg_mean", "pg_std"]).to_csv(
-                        tmp / f"pg-{ds}-{arch}-{cond}.csv", index=False)
+                    rows += [(ds, arch, cond, *bar) for bar in bars]
+            pd.DataFrame(rows, columns=columns).to_csv(tmp / f"pg-{ds}.csv", index=False)

@@ -5,6 +5,7 @@ finish, and marked complete when its stage wrote its last output."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from xiqa.errors import XiqaError
 from xiqa.tracking.owners import COMPLETE_TAG, process_tags, reap_stale_runs
-from xiqa.tracking.store import experiment_id, experiment_name
+from xiqa.tracking.store import _RETRIES_ENV, experiment_id, experiment_name, unreachable
 
 if TYPE_CHECKING:  # mlflow takes seconds to import: only where a run really starts
     from mlflow.entities import Run
@@ -38,6 +39,7 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
 
 
 def mark_complete(run_ids: list[str]) -> None:
@@ -79,7 +81,7 @@ def experiment_run(experiment: str, run_name: str, tags: dict[str, str],
             _abandon(run, "KILLED")
             raise
         except BaseException as err:
-            _abandon(run, "FAILED")
+            _abandon(run, "FAILED", gone=unreachable(err) is not None)
             full = _artifacts_full(err, run)
             if full is not None:
                 raise full from None
@@ -103,17 +105,35 @@ def _artifacts_full(err: BaseException, run: Run) -> XiqaError | None:
                      "marked FAILED and keeps no model version (free some space, then rerun)")
 
 
-def _abandon(run: Run, status: str) -> None:
+def _abandon(run: Run, status: str, gone: bool = False) -> None:
+    """End ``run`` with ``status`` after deleting its model versions. ``gone``: the tracking
+    server did not come back within the retry budget; one more try each (MLflow retries once),
+    and a run the server cannot take is left RUNNING for the next start to reap (KILLED)."""
     import mlflow
 
     from xiqa.tracking.registry import discard_versions
 
+    saved = os.environ.get(_RETRIES_ENV)
+    if gone:
+        os.environ[_RETRIES_ENV] = "1"
     try:
-        discard_versions(mlflow.MlflowClient(), run.info.run_id)
-    except Exception as err:  # the original error matters more; no pointer names that version
-        logging.getLogger(__name__).warning("run %s: could not delete its model versions (%s)",
-                                            run.info.run_id, err)
-    mlflow.end_run(status=status)
+        try:
+            discard_versions(mlflow.MlflowClient(), run.info.run_id)
+        except Exception as err:  # the original error matters more; no pointer names that version
+            if not gone:
+                logging.getLogger(__name__).warning("run %s: could not delete its model versions (%s)",
+                                                    run.info.run_id, err)
+        try:
+            mlflow.end_run(status=status)
+        except Exception:
+            if not gone:
+                raise
+    finally:
+        if gone:
+            if saved is None:
+                os.environ.pop(_RETRIES_ENV, None)
+            else:
+                os.environ[_RETRIES_ENV] = saved
 
 
 @contextmanager

@@ -16,12 +16,16 @@ lock, before any run touches it.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from xiqa.errors import XiqaError
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
 USER_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlruns"
@@ -94,6 +98,7 @@ def ensure_store(root: Path) -> str:
     root = Path(root).resolve()
     uri = tracking_uri(root)
     if uri.startswith(("http://", "https://")):
+        configure_retries(uri)
         check_reachable(uri)
     db = sqlite_path(uri)
     if db is not None and not _schema_ready(db):
@@ -102,16 +107,123 @@ def ensure_store(root: Path) -> str:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not _schema_ready(db):  # another process may have finished meanwhile
                 _create_schema(uri, artifact_root(root, uri))
-    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI for subprocesses; put the
-    # user's own value back, or a later project in this process would inherit this store.
-    before = os.environ.get(TRACKING_ENV)
+    # mlflow.set_tracking_uri / set_registry_uri also export MLFLOW_TRACKING_URI /
+    # MLFLOW_REGISTRY_URI for subprocesses; put the user's own values back, or a later project
+    # in this process (and its subprocesses) would inherit this store.
+    before = {name: os.environ.get(name) for name in (TRACKING_ENV, REGISTRY_ENV)}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if before is None:
-        os.environ.pop(TRACKING_ENV, None)
-    else:
-        os.environ[TRACKING_ENV] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return uri
+
+
+RETRY_ENV = "XIQA_TRACKING_RETRY_S"
+DEFAULT_RETRY_S = 120.0
+_RETRIES_ENV, _BACKOFF_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"
+_MAX_RETRIES = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
+_RETRYING: dict[str, Any] = {}  # the server whose retries are announced, and when the last one was
+
+
+def retry_seconds() -> float:
+    """``$XIQA_TRACKING_RETRY_S`` (default 120): how long a stage keeps retrying a tracking
+    server that does not answer, or answers 5xx (its database down)."""
+    raw = os.environ.get(RETRY_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_RETRY_S
+    except ValueError:
+        raise XiqaError(f"{RETRY_ENV}={raw}: not a number of seconds") from None
+    if value < 0:
+        raise XiqaError(f"{RETRY_ENV}={raw}: must be 0 or more seconds")
+    return value
+
+
+def retry_schedule(seconds: float) -> tuple[int, int]:
+    """``(max_retries, backoff_factor)`` for MLflow's REST client that keep retrying for at least
+    ``seconds``: urllib3 retries the first failure at once and waits ``factor * 2**(k-1)`` s
+    before retry k >= 2 (plus up to MLFLOW_HTTP_REQUEST_BACKOFF_JITTER s), so n retries of
+    factor f span f * (2**n - 2) s. The factor stays 1 (short waits while the outage is short)
+    unless ten retries, MLflow's limit, need more."""
+    if seconds <= 0:
+        return 0, 1
+    factor = max(1, -(-int(seconds) // (2 ** _MAX_RETRIES - 2)))
+    retries = next(n for n in range(1, _MAX_RETRIES + 1) if factor * (2 ** n - 2) >= seconds or n == _MAX_RETRIES)
+    return retries, factor
+
+
+def configure_retries(uri: str) -> None:
+    """Let MLflow's own REST client (urllib3's ``Retry``: refused connections, timeouts and
+    HTTP 408/429/500/502/503/504) ride out an outage of the server at ``uri`` for
+    ``$XIQA_TRACKING_RETRY_S`` seconds, unless the user set MLflow's retry variables; announce
+    the first retry of an outage in one line on stderr instead of urllib3's warning per retry."""
+    retries, factor = retry_schedule(retry_seconds())
+    os.environ.setdefault(_RETRIES_ENV, str(retries))
+    os.environ.setdefault(_BACKOFF_ENV, str(factor))
+    _RETRYING["uri"] = uri
+    if _RETRYING.get("installed"):
+        return
+    _RETRYING["installed"] = True
+    logging.getLogger("urllib3.connectionpool").addFilter(_QuietRetries())
+    retry_log = logging.getLogger("urllib3.util.retry")  # logs every retry, at DEBUG
+    retry_log.setLevel(logging.DEBUG)
+    retry_log.propagate = False
+    retry_log.addHandler(_AnnounceRetry())
+
+
+class _QuietRetries(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying (")
+
+
+class _AnnounceRetry(logging.Handler):
+    """One line per outage: the first retry after a quiet spell longer than the retry budget."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import sys
+
+        if not str(record.msg).startswith("Incremented Retry") or not isinstance(record.args, tuple):
+            return
+        now, last = time.monotonic(), _RETRYING.get("last")
+        _RETRYING["last"] = now
+        budget = retry_seconds()
+        if last is not None and now - last < max(budget, 10.0):
+            return
+        history = getattr(record.args[-1], "history", ()) or ()
+        cause = history[-1] if history else None
+        if cause is not None and cause.status:
+            reason = f"HTTP {cause.status}"
+        elif cause is not None and cause.error is not None:
+            text = str(cause.error).lower()
+            reason = ("connection refused" if "refused" in text else
+                      "connection dropped" if "aborted" in text or "reset" in text or "disconnected" in text else
+                      "no answer in time" if "timed out" in text or "timeout" in text else
+                      type(cause.error).__name__)
+        else:
+            reason = "no answer"
+        sys.stderr.write(f"xiqa: tracking server {_RETRYING.get('uri', '?')} unreachable ({reason}); "
+                         f"retrying for up to {budget:g} s ({RETRY_ENV})\n")
+        sys.stderr.flush()
+
+
+def unreachable(err: BaseException) -> XiqaError | None:
+    """The one sentence for a request MLflow gave up on after its retries (an ``MlflowException``
+    "API request to ... failed with ...": no answer, or 5xx until the end); None for any other
+    error. Duck-typed, like :func:`refusal`."""
+    import re
+
+    text = str(getattr(err, "message", None) or err)
+    if not re.match(r"API request to \S+ failed (with|to return)", text) or \
+            getattr(err, "error_code", "INTERNAL_ERROR") not in ("INTERNAL_ERROR", None):
+        return None
+    uri = os.environ.get(TRACKING_ENV) or _RETRYING.get("uri") or "the tracking server"
+    status = re.search(r"too many (\d\d\d) error responses", text)
+    why = f"it answered HTTP {status[1]}: its database may be down" if status else "no connection"
+    return XiqaError(f"{TRACKING_ENV}={uri}: the tracking server did not come back within "
+                     f"{RETRY_ENV}={retry_seconds():g} s ({why}); this stage's MLflow run keeps no model "
+                     "version and is marked FAILED, or KILLED by the next `dvc repro` once the server is back")
 
 
 PROBE_TIMEOUT_S = 5.0
