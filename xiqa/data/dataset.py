@@ -52,9 +52,9 @@ class Split:
 
     def inputs(self, index: slice | torch.Tensor | list[int] = slice(None)) -> torch.Tensor:
         """Normalised network inputs float32 ``[n, 3, S, S]`` of the rows at ``index``."""
-        from xiqa.data.transforms import normalise
+        from xiqa.data.transforms import standardise
 
-        return normalise(self.images[index])
+        return standardise(self.images[index])
 
     def head(self, n: int | None) -> Split:
         """The first ``n`` rows (all of them when ``n`` is None)."""
@@ -249,7 +249,7 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False,
     ``shuffle`` draws the order from ``generator`` (seeded by the caller, which makes the order
     reproducible). ``drop_singleton`` drops a last batch of one sample, which BatchNorm cannot
     train on. Images stay uint8: augment (:func:`xiqa.data.transforms.augment`, a whole batch at
-    once) and normalise them on the target device; ``pin_memory`` (for CUDA) makes that copy
+    once) and standardise them on the target device; ``pin_memory`` (for CUDA) makes that copy
     asynchronous.
     """
     return torch.utils.data.DataLoader(
