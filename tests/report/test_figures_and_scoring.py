@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from xiqa.data.dataset import Split
-from xiqa.evaluation.scoring import figure_sample, read_boxes, score_split
+from xiqa.data.dataset import Split, read_boxes
+from xiqa.evaluation.scoring import figure_sample, score_split
 from xiqa.models import zoo
 from xiqa.report import figures as F
 from xiqa import schema as S

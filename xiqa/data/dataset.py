@@ -7,7 +7,8 @@ memory-mappable cache, ``data/prepared/<dataset>/images_<S>px.{npy,json}``
 split's rows of that cache (cached per process): training, randomisation and evaluation never
 decode a scan, and a split's pages are read from disk or the page cache only when used.
 :meth:`Split.inputs` gives the normalised float32 network input; :func:`batches` iterates a
-split in shuffled, seeded mini-batches.
+split in shuffled, seeded mini-batches. :func:`read_boxes` reads ``boxes.csv``, what the Pointing
+Game scores against.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from xiqa.errors import XiqaError
@@ -206,6 +208,27 @@ def load_split(root: Path, dataset: str, split: str, image_size: int) -> Split:
                             *cache_files(prepared, int(image_size))))
     return _load_split(prepared, raw_dir(Path(root), dataset).resolve(), dataset, split,
                        int(image_size), stamp)
+
+
+def read_boxes(path: Path) -> dict[str, np.ndarray]:
+    """``boxes.csv`` (``image_id, x0, y0, x1, y1``, original pixels, inclusive) as
+    ``{image_id: float [B, 4]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise XiqaError(f"{path}: not found (run `dvc repro prepare` first)")
+    out: dict[str, list[list[float]]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("image_id", "x0", "y0", "x1", "y1") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise XiqaError(f"{path}: missing column(s) {', '.join(missing)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+            except ValueError:
+                raise XiqaError(f"{path}: row {line}: box coordinates must be numbers, got {row}") from None
+            out.setdefault(row["image_id"], []).append(box)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
 @lru_cache(maxsize=16)

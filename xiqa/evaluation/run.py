@@ -103,8 +103,8 @@ class EvaluationCell:
         """``split``: the test split as the models take it (default: the prepared one at
         ``train.<dataset>.image_size``, ImageNet-normalised)."""
         from xiqa import saliency
-        from xiqa.data.dataset import load_split
-        from xiqa.evaluation.scoring import figure_sample, read_boxes
+        from xiqa.data.dataset import load_split, read_boxes
+        from xiqa.evaluation.scoring import figure_sample
         from xiqa.tracking import registry, store
 
         self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
