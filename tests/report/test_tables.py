@@ -321,3 +321,14 @@ def test_table9_says_when_the_sanity_stage_has_not_run():
     t = _by_key(T.build_tables(runs))["table9-objectcxr"]
     assert t.cell("Grad-CAM", f"ResNet-34 · {S.SANITY_STAT_LABELS['random_logit_ssim']}").text() == "not run"
     assert "No sanity results: run `dvc repro sanity` (then the report)." in t.notes
+
+
+def test_the_training_precision_of_each_architecture_is_a_note_of_its_tables():
+    runs = pd.DataFrame([_agg("lvot", "resnet50", "trained", 0, 0.5) | {"tags.precision": "fp32"},
+                         _agg("lvot", "efficientnet_b0", "trained", 1, 0.5) | {"tags.precision": "bf16,fp32"},
+                         _agg("objectcxr", "resnet34", "trained", 2, 0.5)])  # a study from before the tag
+    tables = _by_key(T.build_tables(runs))
+    note = ("Training precision (LVOT): ResNet-50 fp32; EfficientNet-B0 bf16 / fp32 (fp32, or bf16 autocast "
+            "where the CPU has the instructions and a probe found it faster: train.<dataset>.precision: auto).")
+    assert tables["table3-lvot"].notes.count(note) == 1 and note in tables["table7"].notes
+    assert not [n for n in tables["table7"].notes if n.startswith("Training precision (Object-CXR)")]

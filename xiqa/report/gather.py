@@ -36,6 +36,7 @@ class StudyInputs:
     samples: dict[tuple[str, str, str, int], SampleMaps] = field(default_factory=dict)
     skipped: dict[Key, str] = field(default_factory=dict)
     starts: dict[Key, list[str]] = field(default_factory=dict)  # the backbone start of each seed's model
+    precisions: dict[Key, list[str]] = field(default_factory=dict)  # each trained seed's training precision
     # learning curves of the trained models {(ds, arch, seed): {metric: [(epoch, value)]}} and of
     # the stand-in starts {start: {metric: [(epoch, value)]}}
     curves: dict[tuple[str, str, int], dict[str, list[tuple[int, float]]]] = field(default_factory=dict)
@@ -90,7 +91,10 @@ def gather(root: Path, params: Params, client: MlflowClient, tmp: Path) -> Study
                 npz = artifacts.path("figure_maps.npz", required=False)
                 if npz is not None:
                     grid.samples[(*key, seed)] = SampleMaps.load(npz)
-                grid.classif.setdefault(key, []).append(artifacts.model_run_metrics())
+                model_run = artifacts.model_run()
+                grid.classif.setdefault(key, []).append(dict(model_run.data.metrics))
+                if precision := model_run.data.params.get("precision"):
+                    grid.precisions.setdefault(key, []).append(precision)
                 if cond == "trained":
                     grid.curves[(cell.dataset, cell.arch, seed)] = artifacts.histories(
                         pointer["model_run_id"], ("train_loss", "val_auc"))
@@ -155,11 +159,10 @@ class EvaluationArtifacts:
                 out[key] = sorted((int(m.step), float(m.value)) for m in history)
         return out
 
-    def model_run_metrics(self) -> dict[str, float]:
-        """The final metrics of the training / randomisation run of the evaluated model."""
-        model_run = self._call(f"read model run {self.pointer['model_run_id']} evaluated by",
-                               lambda: self.client.get_run(self.pointer["model_run_id"]))
-        return dict(model_run.data.metrics)
+    def model_run(self) -> Any:
+        """The training / randomisation run of the evaluated model (its final metrics, its params)."""
+        return self._call(f"read model run {self.pointer['model_run_id']} evaluated by",
+                          lambda: self.client.get_run(self.pointer["model_run_id"]))
 
 
 def _geometry(pointer: dict, pointer_path: Path) -> dict:

@@ -154,6 +154,8 @@ def _log_aggregates(params: Params, grid: StudyInputs, exp: str,
             tags |= {"seeds": ",".join(str(s) for s, _ in grid.frames[key])}
             if grid.starts.get(key):
                 tags["start"] = ",".join(dict.fromkeys(grid.starts[key]))
+            if grid.precisions.get(key):
+                tags["precision"] = ",".join(dict.fromkeys(grid.precisions[key]))
             if key in grid.skipped:
                 tags[S.REASON] = f"some seeds skipped: {grid.skipped[key]}"
             with store.experiment_run(exp, name, tags):

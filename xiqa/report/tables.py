@@ -49,6 +49,18 @@ def start_notes(study: StudyRuns, ds: str) -> list[str]:
     return notes
 
 
+def precision_notes(study: StudyRuns, ds: str) -> list[str]:
+    """One note naming the precision each architecture's trained models were trained in
+    (``train.<ds>.precision``; ``auto`` resolved per run, :mod:`xiqa.training.precision`)."""
+    said = [f"{arch_label(arch)} {tag_value(row, 'precision').replace(',', ' / ')}"
+            for arch in study.archs.get(ds, [])
+            if (row := study.aggregates.get((ds, arch, "trained"))) is not None and tag_value(row, "precision")]
+    if not said:
+        return []
+    return [f"Training precision ({ds_label(ds)}): {'; '.join(said)} (fp32, or bf16 autocast where the CPU has "
+            "the instructions and a probe found it faster: train.<dataset>.precision: auto)."]
+
+
 def _skip_notes(study: StudyRuns, ds: str | None = None) -> list[str]:
     notes = []
     for (d, arch, cond), row in study.aggregates.items():
@@ -129,7 +141,7 @@ def randomisation_table(study: StudyRuns, ds: str) -> Table:
             for m in study.methods:
                 t.cells[(labels[m], col)] = study.pg_cell(ds, arch, cond, m)
     _add_baselines_and_tau(t, study, spec)
-    t.notes += _skip_notes(study, ds) + start_notes(study, ds)
+    t.notes += _skip_notes(study, ds) + start_notes(study, ds) + precision_notes(study, ds)
     return t
 
 
@@ -208,7 +220,7 @@ def localisation_table(study: StudyRuns, ds: str) -> Table:
                     t.cells[(labels[m], col)] = study.loc_cell(ds, arch, cond, k, m)
                 for b in S.LOC_BASELINES:
                     t.cells[(S.LOC_BASELINE_LABELS[b], col)] = study.loc_baseline_cell(ds, arch, cond, k, b)
-    t.notes += _skip_notes(study, ds) + start_notes(study, ds)
+    t.notes += _skip_notes(study, ds) + start_notes(study, ds) + precision_notes(study, ds)
     return t
 
 
@@ -277,7 +289,7 @@ def classification_table(study: StudyRuns) -> Table:
                 mean = None if row is None else metric_value(row, f"{name}_mean")
                 t.cells[(row_label, col)] = (TableCell(mean=mean, std=metric_value(row, f"{name}_std"))
                                              if mean is not None else TableCell(note="not logged"))
-        t.notes += start_notes(study, ds)
+        t.notes += start_notes(study, ds) + precision_notes(study, ds)
     return t
 
 
