@@ -93,7 +93,7 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, ep
 
 
 def part_loop(args, dev: torch.device) -> None:
-    from xiqa.data.transforms import augment, normalise
+    from xiqa.data.transforms import augment, standardise
     from xiqa.models import build
     from xiqa.params import Recipe
     from xiqa.training.loop import EpochLog, train
@@ -106,7 +106,7 @@ def part_loop(args, dev: torch.device) -> None:
     init = build(args.arch)
     train_split, val_split = _split(args.images, args.size, 1), _split(args.val, args.size, 2)
     # the floor's inputs: augmented once (same operations), normalised, already on the device
-    x = normalise(augment(train_split.images.to(dev), torch.Generator().manual_seed(0)))
+    x = standardise(augment(train_split.images.to(dev), torch.Generator().manual_seed(0)))
     y = train_split.labels.to(dev)
     recipe = Recipe(image_size=args.size, epochs=args.epochs, batch_size=args.batch, lr=0.01,
                     step_size=None, pretrained=False, augment=True)
@@ -147,12 +147,12 @@ def part_loop(args, dev: torch.device) -> None:
 
 
 def part_precision(args, dev: torch.device) -> None:
-    from xiqa.data.transforms import normalise
+    from xiqa.data.transforms import standardise
     from xiqa.models import build
 
     amps = {"fp32": None, "bf16": torch.bfloat16, **({"fp16": torch.float16} if dev.type == "cuda" else {})}
     split = _split(args.images, args.size, 1)
-    x, y = normalise(split.images.to(dev)), split.labels.to(dev)
+    x, y = standardise(split.images.to(dev)), split.labels.to(dev)
     print(f"[precision] bare training steps, {args.size}px, batch {args.batch}, {args.images} images, "
           f"{machine_name(dev)}, median of {args.repeats} alternating repeats; ratio to fp32 NCHW")
     for arch in args.precision_archs.split(","):

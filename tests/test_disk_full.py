@@ -2,7 +2,8 @@
 as root; elsewhere the tests skip, saying why). Pointers, evaluation JSON, report tables, the
 prepared image cache, a pulled model and the local MLflow artifacts each fail in one sentence
 naming the path and "no space left on device"; no temporary file is left and the previous
-output is intact; once space is freed the same write succeeds."""
+output is intact; once space is freed the same write succeeds, and `dvc repro` of a project on
+the full disk completes."""
 
 from __future__ import annotations
 
@@ -12,23 +13,28 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from xiqa.errors import XiqaError
 
+try:
+    from tests.conftest import BIN, run
+except ModuleNotFoundError:  # pytest started without the repository root on sys.path
+    from conftest import BIN, run
+
 SIZE = 4 * 1024 * 1024
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Path]:
-    """An empty tmpfs of 4 MiB, unmounted after the test."""
-    mount = tmp_path / "disk"
+@contextmanager
+def tmpfs(mount: Path, size: int) -> Iterator[Path]:
+    """An empty tmpfs of ``size`` bytes mounted at ``mount``, unmounted after."""
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE}", "tmpfs", str(mount)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -36,6 +42,13 @@ def disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    """An empty tmpfs of 4 MiB, unmounted after the test."""
+    with tmpfs(tmp_path / "disk", SIZE) as mount:
+        yield mount
 
 
 def _fill(disk: Path) -> Path:
@@ -159,3 +172,39 @@ def test_local_mlflow_artifacts_on_a_full_disk_fail_the_stage_in_one_sentence(
     assert lines[0] == (f"xiqa: error: {artifacts}: no space left on device while MLflow wrote the run's "
                         f"artifacts; run {run.info.run_id} is marked FAILED and keeps no model version "
                         "(free some space, then rerun)")
+
+
+TINY_LVOT = {"data": {"lvot": {"n_patients": 8, "slices_per_patient": 3, "size": 48}},
+             "prepare": {"train": 0.5, "val": 0.25, "test": 0.25}, "train": {"lvot": {"image_size": 48}}}
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): _sha(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_a_full_disk_fails_in_one_sentence_and_completes_once_space_is_freed(
+        make_project, tmp_path: Path) -> None:
+    """A git + DVC project on a 48 MiB tmpfs (its DVC cache and state too): `dvc repro
+    prepare@lvot` with 64 KiB left fails in the stage's one sentence naming the image cache,
+    leaves no temporary file and the data stage's output intact; with the space freed the same
+    `dvc repro` completes and `dvc status` finds the stage up to date."""
+    with tmpfs(tmp_path / "disk", 48 * 1024 * 1024) as disk:
+        root = make_project(TINY_LVOT, name="disk/project")
+        dvc = str(BIN / "dvc")
+        run(root, dvc, "repro", "data@lvot")
+        raw = _tree(root / "data" / "raw" / "lvot")
+        filler = _fill(disk)
+        os.truncate(filler, filler.stat().st_size - 64 * 1024)
+        failed = run(root, dvc, "repro", "prepare@lvot", check=False)
+        cache = root / "data" / "prepared" / "lvot" / "images_48px.npy"
+        assert failed.returncode != 0, failed.stdout
+        errors = [line for line in failed.stderr.splitlines() if line.startswith("xiqa:")]
+        assert errors == [f"xiqa: error: {_full_sentence(cache)}"], failed.stderr
+        assert "Traceback" not in failed.stderr, failed.stderr
+        assert not cache.exists() and not [p for p in (root / "data").rglob(".*") if p.name.endswith((".tmp", ".old"))]
+        assert _tree(root / "data" / "raw" / "lvot") == raw
+        filler.unlink()
+        done = run(root, dvc, "repro", "prepare@lvot")
+        assert "Running stage 'prepare@lvot'" in done.stdout and cache.is_file(), done.stdout
+        assert "up to date" in run(root, dvc, "status", "prepare@lvot").stdout

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from xiqa import saliency, schema as S
-from xiqa.data.datasets import DATASETS, dataset_spec
+from xiqa.data.datasets import DATASET_SPECS, dataset_spec
 from xiqa.errors import XiqaError
 from xiqa.models import zoo
 from xiqa.models.weights import IMAGENET_FILES
@@ -19,8 +19,8 @@ from xiqa.tracking.registry import pip_requirements
 
 
 def test_every_table_keyed_by_a_name_covers_exactly_the_schema_names() -> None:
-    assert tuple(DATASETS) == S.DATASETS
-    assert set(zoo.ARCHS) == set(zoo.CASCADES) == set(IMAGENET_FILES) == set(S.ARCHS)
+    assert tuple(DATASET_SPECS) == S.DATASETS
+    assert set(zoo.ARCH_SPECS) == set(zoo.CASCADES) == set(IMAGENET_FILES) == set(S.ARCHS)
     assert tuple(Params().evaluate.tolerance_at.model_dump()) == S.DATASETS
     assert tuple(Params().train.model_dump()) == S.DATASETS
     assert set(S.METHOD_LABELS) == set(S.METHODS)

@@ -201,8 +201,9 @@ def explain(
     import math
 
     from xiqa.data.images import read_scan
+    from xiqa.evaluation.scan import explain_scan
     from xiqa.paths import project_root
-    from xiqa.report.audit import audit_figure, audit_scan, load_registered, parse_boxes
+    from xiqa.report.audit import audit_figure, load_registered, parse_boxes
     from xiqa.report.figures import save_figure
     from xiqa.saliency import check_methods
     from xiqa.tracking.store import open_client
@@ -222,9 +223,9 @@ def explain(
         tau, how = _study_tau(ev, mv.tags.get("dataset", ""), size)
     else:
         tau, how = tolerance, "--tolerance"
-    result, maps, img, in_boxes = audit_scan(net, arch, gray, size, gt, method, tolerance=tau,
-                                             smooth=smooth, smooth_sigma=ev.smooth_sigma,
-                                             smooth_kernel=ev.smooth_kernel)
+    result, maps, img, in_boxes = explain_scan(net, arch, gray, size, gt, method, tolerance=tau,
+                                               smooth=smooth, smooth_sigma=ev.smooth_sigma,
+                                               smooth_kernel=ev.smooth_kernel)
     typer.echo(f"{image}: {mv.name} version {mv.version} ({arch}, input {size}x{size})")
     typer.echo(f"Pointing Game tau: {tau:g} input pixels ({how})")
     for line in result.lines():

@@ -92,7 +92,7 @@ class PrepareParams(_Strict):
 
 
 # --------------------------------------------------------------------------- grid
-class Cell(_Strict):
+class GridModel(_Strict):
     """One dataset × architecture of the grid."""
     dataset: Dataset
     arch: Arch
@@ -106,11 +106,11 @@ class Cell(_Strict):
 class GridParams(_Strict):
     """The study's grid: every cell × seed is trained, and randomised under each condition."""
 
-    models: list[Cell] = [
-        Cell(dataset="objectcxr", arch="resnet34"),
-        Cell(dataset="objectcxr", arch="efficientnet_b0"),
-        Cell(dataset="lvot", arch="resnet50"),
-        Cell(dataset="lvot", arch="efficientnet_b0"),
+    models: list[GridModel] = [
+        GridModel(dataset="objectcxr", arch="resnet34"),
+        GridModel(dataset="objectcxr", arch="efficientnet_b0"),
+        GridModel(dataset="lvot", arch="resnet50"),
+        GridModel(dataset="lvot", arch="efficientnet_b0"),
     ]
     seeds: list[int] = [1, 2, 3]
     randomised: list[RandomCondition] = ["sr", "fr"]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from xiqa.errors import XiqaError
-from xiqa.evaluation.pointing_game import (METRIC, accuracy, centre_hits, centre_pixel, chance_hits, constant_maps,
+from xiqa.evaluation import stats
+from xiqa.evaluation.pointing_game import (METRIC, centre_hits, centre_pixel, chance_hits, constant_maps,
                                            hits, peaks, scale_boxes)
 
 
@@ -66,9 +67,10 @@ def test_images_without_boxes_are_excluded_as_nan() -> None:
     maps = torch.stack([peak_map(10, 10), peak_map(10, 10), peak_map(50, 50)])
     result = hits(maps, [box(5, 5, 15, 15), torch.zeros(0, 4), box(0, 0, 1, 1)], tolerance=15.0)
     assert result[0] == 1.0 and math.isnan(result[1]) and result[2] == 0.0
-    assert accuracy(result) == 0.5
+    assert stats.accuracy(result.numpy()) == 0.5
     assert all(math.isnan(v) for v in hits(maps[:2], [torch.zeros(0, 4)] * 2, tolerance=15.0).tolist())
-    assert math.isnan(accuracy(torch.full((2,), math.nan)))
+    with pytest.raises(XiqaError, match="no image with a box was scored"):
+        stats.accuracy(torch.full((2,), math.nan).numpy())
 
 
 def test_hits_is_vectorised_and_validates_its_input() -> None:

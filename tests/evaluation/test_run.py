@@ -8,7 +8,8 @@ import pytest
 
 from xiqa import paths
 from xiqa.errors import XiqaError
-from xiqa.evaluation.run import each_version, evaluate_cell
+from xiqa.evaluation.cell import each_version
+from xiqa.evaluation.run import evaluate_cell
 from xiqa.io import write_json
 from xiqa.params import Params
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from xiqa.errors import XiqaError
-from xiqa.models import ARCHS, build, head, layers
+from xiqa.models import ARCH_SPECS, build, head, layers
 from xiqa.models.zoo import check_layers, get_module
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", list(ARCH_SPECS))
 def test_build_is_deterministic_under_manual_seed_and_has_a_two_way_he_head(arch: str) -> None:
     torch.manual_seed(3)
     a = build(arch)
@@ -30,7 +30,7 @@ def test_build_is_deterministic_under_manual_seed_and_has_a_two_way_he_head(arch
     assert a(torch.randn(1, 3, 64, 64)).shape == (1, 2)
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", list(ARCH_SPECS))
 def test_every_preset_layer_exists_in_the_built_model(arch: str) -> None:
     model = build(arch, num_classes=3)
     preset = layers(arch)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from xiqa.data.dataset import Split
-from xiqa.evaluation.scoring import figure_sample, read_boxes, score_split
+from xiqa.data.dataset import Split, read_boxes
+from xiqa.evaluation.scoring import figure_sample, score_split
 from xiqa.models import zoo
 from xiqa.report import figures as F
 from xiqa import schema as S
@@ -171,3 +171,26 @@ def test_skipped_layer_counts_sum_each_scored_image_explained_alone(tiny):
             saliency.explain(model.eval(), split.inputs([i]), ["normgrad_conv1x1_multi"], arch="resnet34", info=info)
             expected += int(info["skipped_layers/normgrad_conv1x1_multi"].sum())
     assert result.skipped_layers == {"normgrad_conv1x1_multi": expected}
+
+
+def test_explain_scan_scores_a_scan_as_the_split_scores_the_same_image(tiny):
+    """xiqa explain and the evaluate stage share one scoring core (score_batch): a scan given at
+    the input size, with its boxes in input pixels, gets the split's prediction, peaks and hits."""
+    from xiqa.evaluation.scan import explain_scan
+
+    split, boxes, result = tiny
+    torch.manual_seed(0)  # the fixture's model is not kept: rebuild it the same way
+    model = zoo.build("resnet34")
+    zoo.estimate_bn_statistics(model, [torch.randn(4, 3, SIZE, SIZE)])
+    k = split.ids.index("c.jpg")
+    gray = split.images[k, 0].numpy().astype(np.float32) / 255.0  # decodes back to the same uint8 input
+    scan, maps, image, in_boxes = explain_scan(model, "resnet34", gray, SIZE, np.asarray(_input_boxes(boxes["c.jpg"])),
+                                               METHODS, tolerance=15)
+    assert np.array_equal(image, split.images[k, 0].numpy())
+    rows = result.per_image[(result.per_image["image_id"] == "c.jpg") & (result.per_image["smoothed"] == 1)]
+    assert scan.predicted == int(rows["predicted"].iloc[0])
+    assert scan.probability_positive == pytest.approx(float(rows["probability"].iloc[0]), abs=1e-5)
+    for v, (_, r) in zip(scan.verdicts, rows.iterrows(), strict=True):
+        assert (v.method, v.peak, v.hit, v.constant) == (r["method"], (r["peak_x"], r["peak_y"]), bool(r["hit"]),
+                                                         bool(r["constant"]))
+        assert maps[v.method].shape == (SIZE, SIZE)

@@ -13,6 +13,7 @@ from test_tables import _agg, _runs
 from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.report import outputs, readme
+from xiqa.report import render as R
 from xiqa.report import tables as T
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def _study(shift: float = 0.0) -> pd.DataFrame:
 
 def _report(tmp: Path, name: str, shift: float = 0.0) -> Path:
     out = tmp / name
-    T.write_tables(T.build_tables(_study(shift)), out, ["md", "csv"])
+    R.write_tables(T.build_tables(_study(shift)), out, ["md", "csv"])
     return out
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from xiqa.errors import XiqaError
-from xiqa.report.study import _EvaluationArtifacts
+from xiqa.report.gather import EvaluationArtifacts
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def logged(tmp_path):
 def _artifacts(client, run_id, tmp_path):
     dst = tmp_path / "dst"
     dst.mkdir(exist_ok=True)
-    return _EvaluationArtifacts(client, {"run_id": run_id, "model_run_id": run_id}, Path("eval/x.json"), dst)
+    return EvaluationArtifacts(client, {"run_id": run_id, "model_run_id": run_id}, Path("eval/x.json"), dst)
 
 
 def test_an_artifact_the_run_has_is_read_back(logged, tmp_path):

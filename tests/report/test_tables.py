@@ -9,6 +9,7 @@ import pytest
 
 from xiqa.errors import XiqaError
 from xiqa import schema as S
+from xiqa.report import render as R
 from xiqa.report import tables as T
 
 METHODS = list(S.METHODS)
@@ -137,7 +138,7 @@ def test_single_seed_cells_have_no_std():
 
 def test_renderers_write_one_file_per_table_per_format(tmp_path):
     tables = T.build_tables(_runs())
-    written = T.write_tables(tables, tmp_path, ["md", "csv", "latex", "html"])
+    written = R.write_tables(tables, tmp_path, ["md", "csv", "latex", "html"])
     assert len(written) == 4 * len(tables)
     md = (tmp_path / "table4-objectcxr.md").read_text()
     assert "| Grad-CAM | – | 0.230 ± 0.050 [0.10, 0.30] | 0.830 ± 0.050" in md
@@ -154,11 +155,19 @@ def test_renderers_write_one_file_per_table_per_format(tmp_path):
     assert "<th>DoM</th>" in html and "<td>0.100</td>" in html
 
 
+def test_the_renderer_table_covers_exactly_the_report_formats_and_names_an_unknown_one(tmp_path):
+    assert tuple(R.RENDERERS) == S.REPORT_FORMATS
+    assert sorted(p.name for p in R.write_tables(T.build_tables(_runs())[:1], tmp_path, S.REPORT_FORMATS)) == [
+        "table2.csv", "table2.html", "table2.md", "table2.tex"]
+    with pytest.raises(XiqaError, match="unknown report format 'pdf'; choose from md, csv, latex, html"):
+        R.write_tables([], tmp_path, ["pdf"])
+
+
 def test_csv_rows_carry_the_metric_keys_method_ids_next_to_the_labels_and_whole_notes(tmp_path):
     long = "no ImageNet weights for this architecture in the torch hub cache or in randomise.imagenet_weights: " \
            "put the file there or set randomise.imagenet_weights"
     tables = T.build_tables(_runs(reason=long))
-    T.write_tables(tables, tmp_path, ["md", "csv"])
+    R.write_tables(tables, tmp_path, ["md", "csv"])
     for t in tables:
         csv = pd.read_csv(tmp_path / f"{t.key}.csv", keep_default_na=False)
         assert list(csv.columns[:2]) == [t.row_header, "label"]
@@ -185,7 +194,7 @@ def test_every_csv_number_is_the_metric_its_column_and_row_name(tmp_path):
         runs[f"metrics.dom/{m}"] = 0.01 * (METHODS.index(m) + 1)
         runs[f"metrics.mmd/{m}"] = 0.3 + 0.01 * METHODS.index(m)
     tables = T.build_tables(runs)
-    T.write_tables(tables, tmp_path, ["csv"])
+    R.write_tables(tables, tmp_path, ["csv"])
 
     def metric(coords: list[str], key: str) -> float:
         ds, *rest = coords
@@ -234,7 +243,7 @@ def test_pointing_game_tables_end_with_the_baselines_and_tau_in_every_format(tmp
     t6 = _by_key(tables)["table6-objectcxr"]
     assert t6.cell("centre peak", "ResNet-34").mean == pytest.approx(0.25)
     assert t6.cell("centre peak", "DoM").text() == "–"
-    T.write_tables(tables, tmp_path, ["md", "csv", "latex", "html"])
+    R.write_tables(tables, tmp_path, ["md", "csv", "latex", "html"])
     for key in ("table2", "table4-objectcxr", "table6-objectcxr"):
         md = (tmp_path / f"{key}.md").read_text()
         assert "| chance (uniform peak) | " in md and "| centre peak | " in md and "| τ (input pixels) | " in md
@@ -288,9 +297,9 @@ def test_table8_has_method_and_baseline_rows_and_a_column_per_logged_condition_a
     assert t.cell("centre Gaussian map", "ResNet-34 · FR · AUC").text() == "0.120 [0.11, 0.13]"
     last = S.method_label(S.METHODS[-1])
     assert t.cell(last, "ResNet-34 · Trained · mass").text() == "constant maps"
-    csv = T.to_csv(t)
+    csv = R.to_csv(t)
     assert "baseline_uniform,uniform map," in csv and "objectcxr/resnet34/trained/mass_ci_low" in csv
-    assert r"centre Gaussian map &" in T.to_latex(t) and "<th>uniform map</th>" in T.to_html(t)
+    assert r"centre Gaussian map &" in R.to_latex(t) and "<th>uniform map</th>" in R.to_html(t)
 
 
 def test_table9_lists_the_methods_whose_final_similarity_stays_above_the_threshold_from_the_numbers():
@@ -303,7 +312,7 @@ def test_table9_lists_the_methods_whose_final_similarity_stays_above_the_thresho
            f"{', '.join(failing)}." in t.notes
     assert "EfficientNet-B0: methods whose mean Spearman after full randomisation stays above 0.5 " \
            "(fail the MPRT): none." in t.notes
-    assert "| Grad-CAM |" in T.to_markdown(t)
+    assert "| Grad-CAM |" in R.to_markdown(t)
 
 
 def test_table9_says_when_the_sanity_stage_has_not_run():
@@ -312,3 +321,14 @@ def test_table9_says_when_the_sanity_stage_has_not_run():
     t = _by_key(T.build_tables(runs))["table9-objectcxr"]
     assert t.cell("Grad-CAM", f"ResNet-34 · {S.SANITY_STAT_LABELS['random_logit_ssim']}").text() == "not run"
     assert "No sanity results: run `dvc repro sanity` (then the report)." in t.notes
+
+
+def test_the_training_precision_of_each_architecture_is_a_note_of_its_tables():
+    runs = pd.DataFrame([_agg("lvot", "resnet50", "trained", 0, 0.5) | {"tags.precision": "fp32"},
+                         _agg("lvot", "efficientnet_b0", "trained", 1, 0.5) | {"tags.precision": "bf16,fp32"},
+                         _agg("objectcxr", "resnet34", "trained", 2, 0.5)])  # a study from before the tag
+    tables = _by_key(T.build_tables(runs))
+    note = ("Training precision (LVOT): ResNet-50 fp32; EfficientNet-B0 bf16 / fp32 (fp32, or bf16 autocast "
+            "where the CPU has the instructions and a probe found it faster: train.<dataset>.precision: auto).")
+    assert tables["table3-lvot"].notes.count(note) == 1 and note in tables["table7"].notes
+    assert not [n for n in tables["table7"].notes if n.startswith("Training precision (Object-CXR)")]

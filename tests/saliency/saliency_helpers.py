@@ -8,8 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from xiqa.models import layers
-
-ARCHS = ("resnet34", "resnet50", "efficientnet_b0", "efficientnet-b0")
+from xiqa.schema import ARCHS  # noqa: F401  (the study's four, for the tests' parametrize)
 SIZE = 96  # the last feature map is 3 × 3, so every method has some spatial structure
 
 

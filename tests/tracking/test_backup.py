@@ -1,7 +1,8 @@
 """Backup and restore of the team server (SPEC 8.1): ``deploy/tracking-server.sh backup`` takes
 pg_dump of both databases and then the artifacts from a running server A; ``restore`` makes a
 fresh folder of it, started as server B on other ports. ``xiqa report`` against B writes the
-same tables byte for byte, and ``xiqa models pull`` the same weights (same SHA-256)."""
+same tables byte for byte, and ``xiqa models pull`` the same weights (same SHA-256). A backup
+taken while another process logs metric batches restores a consistent prefix of what it wrote."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +22,12 @@ try:
     from tests.conftest import BIN, SERVER_SCRIPT, Server, tracking_server
     from tests.report.test_report_cli import _log_study
     from tests.tracking.test_damaged_artifacts import _tiny_resnet
+    from tests.tracking.test_restart import _sql
 except ModuleNotFoundError:  # pytest started without the repository root on sys.path
     from conftest import BIN, SERVER_SCRIPT, Server, tracking_server
     from test_damaged_artifacts import _tiny_resnet
     from test_report_cli import _log_study
+    from test_restart import _sql
 
 NAME = "xiqa-objectcxr-resnet34"
 
@@ -95,3 +101,112 @@ def test_a_backup_of_a_running_server_restores_the_same_report_and_weights(
         after = _outputs(tmp_path / "b")
     assert sorted(after) == sorted(before) and len(before) > 6
     assert [name for name in before if before[name] != after[name]] == []
+
+
+KEYS = ("loss", "accuracy", "auc")  # one log_batch per step holds all three
+STEPS = 15
+WRITER = textwrap.dedent(f'''
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+    from mlflow.entities import Metric
+
+    stop, progress = Path(sys.argv[1]), Path(sys.argv[2])
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("writer")
+    batches = 0
+    for number in range(10_000):  # bounded; the test stops it long before
+        run_id = client.create_run(experiment, run_name=f"w{{number}}").info.run_id
+        for step in range({STEPS}):
+            client.log_batch(run_id, metrics=[Metric(key, step + i / 10, 1_000 + step, step)
+                                              for i, key in enumerate({KEYS!r})])
+            batches += 1
+            progress.write_text(str(batches))  # acknowledged by the server
+        with tempfile.TemporaryDirectory() as tmp:
+            done = Path(tmp) / "done.txt"
+            done.write_text(run_id)
+            client.log_artifact(run_id, str(done))
+        client.set_terminated(run_id)
+        if stop.exists():
+            break
+''')
+
+
+def _batches(progress: Path) -> int:
+    return int(progress.read_text() or 0) if progress.is_file() else 0
+
+
+def _wait_batches(writer: subprocess.Popen, progress: Path, at_least: int) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (done := _batches(progress)) >= at_least:
+            return done
+        assert writer.poll() is None, writer.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"the writer logged fewer than {at_least} batches in 120 s")
+
+
+@pytest.mark.slow
+def test_a_backup_taken_while_a_writer_logs_restores_a_consistent_prefix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process logs runs of 15 steps, one batch of three metrics per step and an artifact at the
+    end, while ``backup`` runs. The restored server holds a prefix of what the writer logged:
+    fewer rows than server A at the end, at least every batch acknowledged before the backup
+    began; every step it has holds all three metrics, each run's steps are 0..n-1 without a
+    gap, every finished run has all its steps and its artifact, ``latest_metrics`` agrees with
+    ``metrics``, and no row points at a run that is not there."""
+    import mlflow
+
+    backup, stop, progress = tmp_path / "backup", tmp_path / "stop", tmp_path / "progress"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    no_secrets = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "XIQA_"))}
+    no_secrets["PATH"] = f"{BIN}:{no_secrets['PATH']}"
+    with tracking_server() as a:
+        writer = subprocess.Popen([sys.executable, str(script), str(stop), str(progress)], text=True,
+                                  env={**no_secrets, **a.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            began = _wait_batches(writer, progress, 2 * STEPS + 3)  # two runs finished, a third under way
+            taken = subprocess.run(["bash", str(SERVER_SCRIPT), "backup", str(a.folder), str(backup)],
+                                   env=no_secrets, capture_output=True, text=True, timeout=300)
+            ended = _batches(progress)
+            assert taken.returncode == 0, taken.stderr
+            assert writer.poll() is None  # it was logging all along
+            _wait_batches(writer, progress, ended + STEPS)  # and goes on after the backup
+        finally:
+            stop.touch()
+        _, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err[-3000:]
+        query = "SELECT run_uuid, key, step, value FROM metrics"
+        on_a = {tuple(row) for row in _sql(a, query)}
+    with tracking_server(password=a.password, restore=backup) as b:
+        on_b = {tuple(row) for row in _sql(b, query)}
+        runs = dict(_sql(b, "SELECT r.run_uuid, r.status FROM runs r JOIN experiments e "
+                            "ON e.experiment_id = r.experiment_id WHERE e.name = 'writer'"))
+        orphans = {table: _sql(b, f"SELECT count(*) FROM {table} x LEFT JOIN runs r ON r.run_uuid = x.run_uuid "
+                                  "WHERE r.run_uuid IS NULL")[0][0]
+                   for table in ("metrics", "latest_metrics", "params", "tags")}
+        latest = {(run, key): int(step) for run, key, step in _sql(b, "SELECT run_uuid, key, step FROM latest_metrics")}
+        for key, value in b.env.items():
+            monkeypatch.setenv(key, value)
+        client = mlflow.MlflowClient(b.url, registry_uri=b.url)
+        artifacts = {run: [f.path for f in client.list_artifacts(run)] for run, status in runs.items()
+                     if status == "FINISHED"}
+    print(f"backup while writing: began after {began} batches, ended after {ended}; restored "
+          f"{len(on_b) // len(KEYS)} batches of {len(on_a) // len(KEYS)}, runs {sorted(runs.values())}")
+    assert on_b < on_a  # a prefix: nothing A lacks, and the writer logged on after the backup
+    steps: dict[str, dict[int, set[str]]] = {}
+    for run, key, step, _ in on_b:
+        steps.setdefault(run, {}).setdefault(int(step), set()).add(key)
+    assert set(steps) <= set(runs) and orphans == dict.fromkeys(orphans, "0"), orphans
+    for run, by_step in steps.items():
+        assert sorted(by_step) == list(range(len(by_step))), (run, sorted(by_step))  # no gap
+        assert all(keys == set(KEYS) for keys in by_step.values()), (run, by_step)  # no half batch
+        assert {latest[(run, key)] for key in KEYS} == {len(by_step) - 1}, run
+    batches = sum(len(by_step) for by_step in steps.values())
+    assert began <= batches <= ended + 1, (began, batches, ended)  # what the snapshot saw
+    assert list(runs.values()).count("FINISHED") >= 2 and list(runs.values()).count("RUNNING") <= 1, runs
+    for run, names in artifacts.items():
+        assert len(steps.get(run, {})) == STEPS and names == ["done.txt"], (run, names)

@@ -92,7 +92,7 @@ def test_registration_tags_each_version_with_the_sha256_of_its_stored_weights_fi
 def test_a_flipped_byte_is_refused_by_pull_explain_and_load_naming_the_version_and_both_hashes(
         root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from xiqa.cli import app
-    from xiqa.evaluation.run import load_pointer_model
+    from xiqa.evaluation.cell import load_pointer_model
 
     model, _ = _register(root, 1)
     _register(root, 2)

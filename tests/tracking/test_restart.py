@@ -5,6 +5,9 @@
   (``pg_ctl stop -m fast``) for 20 s, and ``mlflow server`` SIGKILLed (its process group) and
   started again by the script: one FINISHED run, one version, no metric row lost (PostgreSQL's
   ``metrics`` rows of the run read before the fault and after).
+- `dvc repro evaluate@0` of a tiny project rides out both faults, one inside each model
+  version's evaluation run: one FINISHED run per version with every metric, no metric row lost,
+  no version added, and `dvc status` finds the stage up to date.
 - ``XIQA_TRACKING_RETRY_S=3`` and either part down until the stage gives up: one sentence naming
   the URI, exit 2, no model version; once the server is back, the stage's rerun marks the left run
   KILLED. The stage here is a small script with xiqa's run life cycle (``tracked_run``, a metric
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -296,3 +300,108 @@ def test_the_train_stage_rides_out_the_server_going_away(server: Server, make_pr
     out = _pg("psql", "-h", str(pgdata), "-p", port, "-U", "xiqa", "-d", "mlflow", "-tA", "-F", " ", "-c",
               f"SELECT key, step, value FROM metrics WHERE run_uuid = '{run_id}'")
     assert rows_before <= {line for line in out.stdout.split("\n") if line.strip()}  # none lost
+
+
+METHODS = ["gradcam", "input_x_gradient", "normgrad_conv3x3_multi"]
+TINY_EVALUATE = {
+    "data": {"objectcxr": {"n_images": 40, "min_size": 64, "max_size": 72}},
+    "prepare": {"train": 0.5, "val": 0.2, "test": 0.3},
+    "grid": {"models": [{"dataset": "objectcxr", "arch": "resnet18"}], "seeds": [1], "randomised": ["fr"],
+             "archs": ["resnet18"]},
+    "train": {"objectcxr": {"image_size": 64, "epochs": 1, "batch_size": 8, "pretrained": False,
+                            "step_size": None, "augment": False}},
+    "evaluate": {"batch_size": 4, "figure_samples": 1, "methods": METHODS},
+}
+
+
+def _sql(server: Server, query: str) -> list[list[str]]:
+    """The rows of ``query`` in the server's PostgreSQL (over its socket, not MLflow)."""
+    pgdata = server.folder / "postgres"
+    port = re.findall(r"^port = (\d+)$", (pgdata / "postgresql.conf").read_text(), re.M)[-1]
+    out = _pg("psql", "-h", str(pgdata), "-p", port, "-U", "xiqa", "-d", "mlflow", "-tA", "-F", "\t", "-c", query)
+    return [line.split("\t") for line in out.stdout.split("\n") if line.strip()]
+
+
+def _all_metric_rows(server: Server) -> set[tuple[str, ...]]:
+    return {tuple(row) for row in _sql(server, "SELECT run_uuid, key, step, value, timestamp FROM metrics")}
+
+
+def test_the_evaluate_stage_rides_out_both_faults_and_dvc_repro_completes(server: Server, make_project,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc repro evaluate@0` (``python -m pipelines.evaluate``) of a tiny project whose train and
+    randomise stages are done (two model versions: trained-s1, fr-s1) against the server:
+    PostgreSQL stopped for 20 s once the first evaluation run is RUNNING, and ``mlflow server``
+    SIGKILLed and started again 5 s later once the second one is. The stage completes: one
+    FINISHED evaluation run per model version with every metric, each fault inside its run's
+    span, no metric row of PostgreSQL lost, still one version per model, and `dvc status` finds
+    the study up to date (the next `dvc repro` has nothing left to do)."""
+    import mlflow
+
+    from xiqa import schema as S
+
+    for key, value in server.env.items():
+        monkeypatch.setenv(key, value)
+    root = make_project(TINY_EVALUATE)
+    dvc = str(BIN / "dvc")
+    client = mlflow.MlflowClient(server.url, registry_uri=server.url)  # not the last ensure_store's
+    name = "xiqa-objectcxr-resnet18"  # the train test's model too, when the module runs whole
+    earlier = {v.version for v in client.search_model_versions(f"name = '{name}'")}
+    run_in(root, dvc, "repro", "train", "randomise", env=server.env)
+    versions = sorted(client.get_model_version_by_alias(name, alias).version for alias in ("trained-s1", "fr-s1"))
+    assert versions == sorted({v.version for v in client.search_model_versions(f"name = '{name}'")} - earlier)
+    started = time.monotonic()
+    stage = subprocess.Popen([dvc, "repro", "evaluate@0"], cwd=root, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             env={**project_env(root), **server.env, "XIQA_TRACKING_RETRY_S": "120"})
+    faults: list[tuple[str, str, int, set[tuple[str, ...]]]] = []  # fault, run id, at (ms), rows before
+    for fault in ("postgresql", "mlflow"):
+        deadline, run_id = time.monotonic() + 240, ""
+        while time.monotonic() < deadline and stage.poll() is None and not run_id:
+            running = [r[0] for r in _sql(server, "SELECT run_uuid FROM runs WHERE name LIKE 'evaluate %' "
+                                                  "AND status = 'RUNNING'") if r[0] not in {f[1] for f in faults}]
+            run_id = running[0] if running else ""
+            if not run_id:
+                time.sleep(0.2)
+        assert run_id and stage.poll() is None, f"no evaluation run for the {fault} fault: {stage.communicate()}"
+        before = _all_metric_rows(server)
+        at = int(time.time() * 1000)
+        if fault == "postgresql":
+            _pg("pg_ctl", "-D", str(server.folder / "postgres"), "-m", "fast", "-w", "stop")
+            time.sleep(20)
+            _start_postgresql(server)
+        else:
+            _kill_mlflow(server)
+            time.sleep(5)
+            _start_mlflow(server)
+        faults.append((fault, run_id, at, before))
+    rc, err = _finish(stage, 300)
+    print(f"evaluate, both faults: {time.monotonic() - started:.1f} s; stderr:\n{err[-3000:]}")
+    assert rc == 0, err[-3000:]
+    announced = [line for line in err.splitlines() if ANNOUNCE in line]
+    assert announced and f"{server.url} unreachable (HTTP 503)" in announced[0], err  # the first outage
+    assert all(f"{server.url} unreachable (" in line for line in announced), err
+    assert "Retrying (" not in err and "Traceback" not in err, err
+    experiment = client.get_experiment_by_name("xiqa-objectcxr")
+    assert experiment is not None
+    assert not client.search_runs([experiment.experiment_id], "attributes.status != 'FINISHED'")
+    evaluations = client.search_runs([experiment.experiment_id], f"tags.`{S.KIND}` = 'evaluation'")
+    assert sorted(r.data.tags["model_version"] for r in evaluations) == sorted(versions)  # one run per version
+    for fault, run_id, at, _ in faults:  # each fault landed inside its run's span
+        found = client.get_run(run_id).info
+        assert found.status == "FINISHED" and found.start_time <= at < found.end_time, (fault, found)
+    wanted = {S.pg_metric(m, smoothed) for m in METHODS for smoothed in (False, True)} | {"n_images", S.TAU}
+    keys = [set(r.data.metrics) for r in evaluations]
+    assert wanted <= keys[0] and keys[0] == keys[1], keys  # every metric of every run
+    for r in evaluations:
+        pointer = root / "eval" / "objectcxr-resnet18" / f"{r.data.tags['condition']}-s1.json"
+        summary = json.loads(pointer.read_text())
+        assert summary["run_id"] == r.info.run_id
+        assert summary["pg"] == {m: round(r.data.metrics[S.pg_metric(m, False)], 6) for m in METHODS}
+        version = client.get_model_version(name, r.data.tags["model_version"])
+        assert version.tags["evaluation_run_id"] == r.info.run_id
+    after = _all_metric_rows(server)
+    for fault, _, _, before in faults:
+        assert before <= after, f"{fault}: {len(before - after)} metric rows lost"
+    assert len(client.search_model_versions(f"name = '{name}'")) == len(earlier) + len(versions)  # none added
+    status = run_in(root, dvc, "status", "evaluate@0", env=server.env).stdout
+    assert "up to date" in status, status

@@ -21,8 +21,8 @@ from xiqa.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     augment,
-    normalise,
     preprocess,
+    standardise,
     to_cached,
 )
 from xiqa.errors import XiqaError
@@ -106,7 +106,7 @@ def test_preprocess_of_one_scan_equals_the_split_input_bit_for_bit(tiny_root: Pa
 def test_normalise_replicates_gray_to_three_channels_with_imagenet_statistics() -> None:
     images = torch.full((2, 1, 4, 4), 255, dtype=torch.uint8)
     images[1] = 0
-    x = normalise(images)
+    x = standardise(images)
     assert x.shape == (2, 3, 4, 4) and x.dtype == torch.float32
     for c in range(3):
         assert float(x[0, c, 0, 0]) == pytest.approx((1 - IMAGENET_MEAN[c]) / IMAGENET_STD[c])

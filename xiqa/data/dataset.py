@@ -7,7 +7,8 @@ memory-mappable cache, ``data/prepared/<dataset>/images_<S>px.{npy,json}``
 split's rows of that cache (cached per process): training, randomisation and evaluation never
 decode a scan, and a split's pages are read from disk or the page cache only when used.
 :meth:`Split.inputs` gives the normalised float32 network input; :func:`batches` iterates a
-split in shuffled, seeded mini-batches.
+split in shuffled, seeded mini-batches. :func:`read_boxes` reads ``boxes.csv``, what the Pointing
+Game scores against.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from xiqa.errors import XiqaError
@@ -52,9 +54,9 @@ class Split:
 
     def inputs(self, index: slice | torch.Tensor | list[int] = slice(None)) -> torch.Tensor:
         """Normalised network inputs float32 ``[n, 3, S, S]`` of the rows at ``index``."""
-        from xiqa.data.transforms import normalise
+        from xiqa.data.transforms import standardise
 
-        return normalise(self.images[index])
+        return standardise(self.images[index])
 
     def head(self, n: int | None) -> Split:
         """The first ``n`` rows (all of them when ``n`` is None)."""
@@ -208,6 +210,27 @@ def load_split(root: Path, dataset: str, split: str, image_size: int) -> Split:
                        int(image_size), stamp)
 
 
+def read_boxes(path: Path) -> dict[str, np.ndarray]:
+    """``boxes.csv`` (``image_id, x0, y0, x1, y1``, original pixels, inclusive) as
+    ``{image_id: float [B, 4]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise XiqaError(f"{path}: not found (run `dvc repro prepare` first)")
+    out: dict[str, list[list[float]]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("image_id", "x0", "y0", "x1", "y1") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise XiqaError(f"{path}: missing column(s) {', '.join(missing)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
+            except ValueError:
+                raise XiqaError(f"{path}: row {line}: box coordinates must be numbers, got {row}") from None
+            out.setdefault(row["image_id"], []).append(box)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
 @lru_cache(maxsize=16)
 def _load_split(prepared: Path, raw: Path, dataset: str, split: str, image_size: int,
                 _stamp: tuple[int, ...]) -> Split:
@@ -249,7 +272,7 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False,
     ``shuffle`` draws the order from ``generator`` (seeded by the caller, which makes the order
     reproducible). ``drop_singleton`` drops a last batch of one sample, which BatchNorm cannot
     train on. Images stay uint8: augment (:func:`xiqa.data.transforms.augment`, a whole batch at
-    once) and normalise them on the target device; ``pin_memory`` (for CUDA) makes that copy
+    once) and standardise them on the target device; ``pin_memory`` (for CUDA) makes that copy
     asynchronous.
     """
     return torch.utils.data.DataLoader(

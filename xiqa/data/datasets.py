@@ -1,4 +1,4 @@
-"""What differs between the study's datasets, as one table: :data:`DATASETS` maps each name of
+"""What differs between the study's datasets, as one table: :data:`DATASET_SPECS` maps each name of
 :data:`xiqa.schema.DATASETS` to its :class:`DatasetSpec` (reader, importer, phantom writer,
 non-fatal problems), so that stages look a dataset up instead of testing its name."""
 
@@ -13,7 +13,7 @@ import pandas as pd
 from xiqa.data import lvot, objectcxr, phantoms
 from xiqa.errors import XiqaError
 from xiqa.params import LvotData, ObjectCxrData
-from xiqa.schema import DATASETS as NAMES
+from xiqa.schema import DATASETS
 
 _Reader = Callable[..., pd.DataFrame]  # (source, decode=True, progress=False)
 _Importer = Callable[..., pd.DataFrame]  # (source, target, progress=False)
@@ -47,7 +47,8 @@ def _no_problems(_df: pd.DataFrame) -> list[str]:
     return []  # Object-CXR's reader rejects what it cannot use; nothing is only worth a warning
 
 
-DATASETS: dict[str, DatasetSpec] = {
+# keyed by exactly xiqa.schema.DATASETS, the one list of the study's names (tests/test_names.py)
+DATASET_SPECS: dict[str, DatasetSpec] = {
     "objectcxr": DatasetSpec("objectcxr", objectcxr.read_dataset, objectcxr.import_dataset,
                              _objectcxr_phantoms, _no_problems),
     "lvot": DatasetSpec("lvot", lvot.read_dataset, lvot.import_dataset, _lvot_phantoms, lvot.problems),
@@ -57,6 +58,6 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``name``; an unknown name is a :class:`XiqaError`."""
     try:
-        return DATASETS[name]
+        return DATASET_SPECS[name]
     except KeyError:
-        raise XiqaError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}") from None
+        raise XiqaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None

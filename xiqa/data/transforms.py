@@ -10,7 +10,7 @@ The pipeline is split at a uint8 cache point so that each image is decoded and r
    on the model's device, each image with its own random parameters drawn for the whole batch at
    once (:func:`draw_augment_params`); :func:`augmentation` is the same thing for one image in
    torchvision v2, the definition it is tested against.
-3. :func:`normalise` — uint8 ``[..., 1, S, S]`` → float32 ``[..., 3, S, S]``: grayscale copied
+3. :func:`standardise` — uint8 ``[..., 1, S, S]`` → float32 ``[..., 3, S, S]``: grayscale copied
    to three channels, ImageNet mean/std.
 
 :func:`preprocess` chains 1 and 3 for a single scan (``xiqa explain``);
@@ -51,7 +51,7 @@ def to_cached(gray: np.ndarray, image_size: int) -> torch.Tensor:
     return (x[0] * 255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
+def standardise(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., 1, S, S]`` → float32 ``[..., 3, S, S]`` with ImageNet mean/std."""
     if images.dtype != torch.uint8 or images.shape[-3] != 1:
         raise ValueError(f"expected uint8 [..., 1, S, S], got {images.dtype} {tuple(images.shape)}")
@@ -67,7 +67,7 @@ def preprocess(gray: np.ndarray, image_size: int) -> tuple[torch.Tensor, torch.T
     """One scan → ``(cached, input)``: the uint8 ``[1, S, S]`` image (what a figure shows) and
     the network's float32 input ``[3, S, S]`` (no augmentation)."""
     cached = to_cached(gray, image_size)
-    return cached, normalise(cached)
+    return cached, standardise(cached)
 
 
 def augmentation():

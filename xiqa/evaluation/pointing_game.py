@@ -8,7 +8,8 @@ Conventions:
   from the peak to a box is that to its nearest pixel: ``dx = max(x0 - u, 0, u - x1)``, ``dy``
   likewise; a hit is ``dx² + dy² < τ²`` for some box of the image (several boxes act as a union).
 - A constant map has no peak: it is a miss and is reported by :func:`constant_maps`.
-- An image without boxes is excluded: its hit is NaN, and :func:`accuracy` ignores it.
+- An image without boxes is excluded: its hit is NaN, and :func:`xiqa.evaluation.stats.accuracy`
+  ignores it.
 - τ is in input pixels. The study derives it from the paper's τ at the paper's input size
   (:meth:`xiqa.params.EvaluateParams.tau_px`); nothing here has a default τ.
 
@@ -35,7 +36,7 @@ from xiqa.saliency.methods import constant_maps
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["METRIC", "accuracy", "centre_hits", "centre_pixel", "chance_hits", "constant_maps", "hits",
+__all__ = ["METRIC", "centre_hits", "centre_pixel", "chance_hits", "constant_maps", "hits",
            "is_constant", "peak_hits", "peaks", "scale_boxes"]
 
 is_constant = constant_maps  # the same rule under the name callers may look for
@@ -162,12 +163,6 @@ def chance_hits(boxes: Sequence[Tensor], size: tuple[int, int], tolerance: float
         union = _within(mine, u, v, tolerance).any(dim=0)  # [H, W]
         out[i] = int(union.sum()) / (w * h)
     return out
-
-
-def accuracy(hit: Tensor) -> float:
-    """T / (T + F) over the images with boxes (NaN entries excluded); NaN if there are none."""
-    valid = hit[~torch.isnan(hit)]
-    return float(valid.mean()) if valid.numel() else math.nan
 
 
 def scale_boxes(boxes: Tensor | np.ndarray, orig_size: tuple[int, int], input_size: tuple[int, int]) -> Tensor:

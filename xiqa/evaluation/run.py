@@ -7,23 +7,23 @@ model, scores the test split (:func:`xiqa.evaluation.scoring.score_split`) at τ
 (:meth:`xiqa.params.EvaluateParams.tau_px`), logs an evaluation run (experiment ``xiqa-<ds>``,
 tagged with the model version it scored) and writes ``eval/<ds>-<arch>/<cond>-s<seed>.json``.
 
-:func:`each_version` is the loop over model pointers that this stage and ``sanity``
-(:mod:`xiqa.evaluation.sanity_run`) share: a skipped model (SR without ImageNet weights) is
-passed through as ``{status: skipped, reason}`` without a run.
+What this stage shares with ``sanity`` (the loop over model pointers, the per-cell set-up, run
+tags and CSV logging) is :mod:`xiqa.evaluation.cell`.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from xiqa import paths
 from xiqa import schema as S
 from xiqa.errors import XiqaError
-from xiqa.io import read_pointer, write_json
+from xiqa.evaluation.cell import CellContext, each_version, load_pointer_model, log_tables
+from xiqa.io import write_json
 from xiqa.params import Params
 
 if TYPE_CHECKING:
@@ -31,51 +31,9 @@ if TYPE_CHECKING:
 
     from xiqa.data.dataset import Split
 
-__all__ = ["EvaluationCell", "each_version", "evaluate_cell", "load_pointer_model"]
+__all__ = ["EvaluationCell", "evaluate_cell"]
 
 log = logging.getLogger(__name__)
-Cell = TypeVar("Cell")
-
-
-def each_version(root: Path, dataset: str, arch: str, versions: Iterable[tuple[str, int]],
-                 out_path: Callable[[str, int], Path], open_cell: Callable[[], Cell],
-                 echo: Callable[[str], None]) -> Iterator[tuple[Cell, dict, str, int, Path]]:
-    """``(cell, pointer, condition, seed, out)`` for every ``(condition, seed)`` in ``versions``
-    whose model is not skipped.
-
-    Every model pointer is read first, so a missing one fails before any work. A skipped model
-    is passed through: ``{status: skipped, reason}`` is written at ``out_path(condition, seed)``
-    and one line echoed. ``open_cell()`` (what the versions share: the test split, the store) is
-    called once, when the first model that is not skipped comes."""
-    pointers = {(c, s): read_pointer(paths.model_pointer(root, dataset, arch, c, s)) for c, s in versions}
-    cell: Cell | None = None
-    for (condition, seed), pointer in pointers.items():
-        out = out_path(condition, seed)
-        if pointer.get("status") == "skipped":
-            reason = pointer.get("reason", "no reason given")
-            write_json(out, {"status": "skipped", "reason": reason})
-            echo(f"{dataset}-{arch} {condition}-s{seed}: skipped ({reason})")
-            continue
-        if cell is None:
-            cell = open_cell()
-        yield cell, pointer, condition, seed, out
-
-
-def load_pointer_model(pointer: dict, device: str) -> nn.Module:
-    """The registered model a pointer names, on ``device``; one that cannot be loaded is a
-    :class:`XiqaError` naming the URI and what failed."""
-    import pickle
-
-    from mlflow.exceptions import MlflowException
-
-    from xiqa.tracking import registry
-
-    try:
-        return registry.load_model(pointer["model_uri"], device)
-    # the store lost the model or cannot be reached (MlflowException, OSError), its files are
-    # corrupt (UnpicklingError, RuntimeError), or it was pickled by other code (ImportError)
-    except (MlflowException, OSError, RuntimeError, ImportError, pickle.UnpicklingError) as err:
-        raise XiqaError(f"{pointer['model_uri']}: cannot load the model ({type(err).__name__}: {err})") from None
 
 
 def evaluate_cell(root: Path, params: Params, dataset: str, arch: str, conditions: list[str] | None = None,
@@ -96,33 +54,19 @@ def evaluate_cell(root: Path, params: Params, dataset: str, arch: str, condition
     return written
 
 
-class EvaluationCell:
-    """What every version of one grid cell shares: the test split, boxes, methods, the store."""
+class EvaluationCell(CellContext):
+    """What every version of one grid cell shares (:class:`CellContext`), and the figure sample."""
 
     def __init__(self, root: Path, params: Params, dataset: str, arch: str, split: Split | None = None) -> None:
         """``split``: the test split as the models take it (default: the prepared one at
         ``train.<dataset>.image_size``, ImageNet-normalised)."""
-        from xiqa import saliency
-        from xiqa.data.dataset import load_split
-        from xiqa.evaluation.scoring import figure_sample, read_boxes
-        from xiqa.tracking import provenance, registry, store
+        from xiqa.evaluation.scoring import figure_sample
 
-        self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
+        super().__init__(root, params, dataset, arch, split)
         self.positive = 1  # the logit of label 1 (xiqa's models; an audited model states its own)
         ev = params.evaluate
-        self.split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
-        self.image_size = self.split.image_size
         self.tau_px = ev.tau_px(dataset, self.image_size)  # τ in input pixels, logged by every run
-        self.boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
-        self.scored = [i for i in self.split.ids if len(self.boxes.get(i, ())) > 0]
         self.sample = figure_sample(self.scored, ev.figure_samples, ev.seed)
-        self.methods = list(ev.methods or saliency.METHODS)
-        unknown = [m for m in self.methods if m not in saliency.METHODS]
-        if unknown:
-            raise XiqaError(f"params.yaml: evaluate.methods: unknown method(s) {', '.join(unknown)}")
-        store.ensure_store(root)
-        self.git_commit = provenance.git_commit(root)
-        self.data_md5 = registry.data_md5(root, dataset)
 
     def evaluate(self, pointer: dict, condition: str, seed: int, out: Path,
                  echo: Callable[[str], None] = print, model: nn.Module | None = None,
@@ -140,11 +84,8 @@ class EvaluationCell:
 
         root, dataset, arch, ev = self.root, self.dataset, self.arch, self.params.evaluate
         name = pointer.get("name") or paths.registered_model_name(dataset, arch)
-        tags = {S.KIND: "evaluation", "dataset": dataset, "arch": arch, "condition": condition,
-                "seed": str(seed), "model_name": name, "model_version": str(pointer.get("version", "")),
-                "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
-                "git_commit": self.git_commit, "data_md5": self.data_md5,
-                **({"start": pointer["start"]} if pointer.get("start") else {})} | (extra_tags or {})
+        tags = self.run_tags("evaluation", pointer, condition, seed,
+                             ({"start": pointer["start"]} if pointer.get("start") else {}) | (extra_tags or {}))
         run_params = {"tolerance": ev.tolerance, "tolerance_at": getattr(ev.tolerance_at, dataset),
                       S.TAU: self.tau_px, "target": ev.target, "methods": ",".join(self.methods),
                       "smooth_sigma": ev.smooth_sigma, "smooth_kernel": ev.smooth_kernel,
@@ -190,12 +131,9 @@ class EvaluationCell:
             for k, per_baseline in result.localisation_baselines().items():
                 metrics |= {S.loc_baseline_metric(k, b): v for b, v in per_baseline.items()}
             mlflow.log_metrics(metrics)
-            with tempfile.TemporaryDirectory() as tmp:
-                for csv_name, frame in (("per_image.csv", result.per_image), ("baselines.csv", result.baselines)):
-                    csv_path = Path(tmp) / csv_name
-                    frame.to_csv(csv_path, index=False)
-                    mlflow.log_artifact(str(csv_path))
-                if result.sample is not None:
+            log_tables({"per_image.csv": result.per_image, "baselines.csv": result.baselines})
+            if result.sample is not None:
+                with tempfile.TemporaryDirectory() as tmp:
                     mlflow.log_artifact(str(result.sample.save(Path(tmp) / "figure_maps.npz")))
             run_id = run.info.run_id
         if pointer.get("version"):

@@ -1,18 +1,18 @@
 """The ``sanity`` stage's work for one grid cell: MPRT and random logit of every trained seed.
 
-:class:`SanityCell` holds what the seeds of one dataset × arch share (the fixed, seeded sample
-of test images with boxes, the store); :meth:`SanityCell.check` loads one trained model from its
-registry pointer, runs :func:`xiqa.evaluation.sanity.mprt` and
-:func:`xiqa.evaluation.sanity.random_logit` on the sample, logs a ``sanity`` run (experiment
-``xiqa-<ds>``; metric histories ``mprt_spearman/<m>``, ``mprt_ssim/<m>`` with step = randomised
-depth; ``random_logit_ssim/<m>``; the per-image tables ``mprt.csv`` and ``random_logit.csv``)
-and writes the summary JSON the report stage reads (:func:`summarise`).
+:class:`SanityCell` holds what the seeds of one dataset × arch share
+(:class:`xiqa.evaluation.cell.CellContext` and the fixed, seeded sample of test images with
+boxes); :meth:`SanityCell.check` loads one trained model from its registry pointer, runs
+:func:`xiqa.evaluation.sanity.mprt` and :func:`xiqa.evaluation.sanity.random_logit` on the
+sample, logs a ``sanity`` run (experiment ``xiqa-<ds>``; metric histories ``mprt_spearman/<m>``,
+``mprt_ssim/<m>`` with step = randomised depth; ``random_logit_ssim/<m>``; the per-image tables
+``mprt.csv`` and ``random_logit.csv``) and writes the summary JSON the report stage reads
+(:func:`summarise`).
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +23,7 @@ import pandas as pd
 from xiqa import paths
 from xiqa import schema as S
 from xiqa.errors import XiqaError
+from xiqa.evaluation.cell import CellContext, each_version, load_pointer_model, log_tables
 from xiqa.io import write_json
 from xiqa.params import Params
 
@@ -63,8 +64,6 @@ def sanity_cell(root: Path, params: Params, dataset: str, arch: str, seeds: list
                 echo: Callable[[str], None] = print) -> list[dict]:
     """MPRT and random logit of every trained seed (default: ``grid.seeds``) of the grid cell
     ``dataset`` × ``arch``; returns the summaries written (skipped models excluded)."""
-    from xiqa.evaluation.run import each_version
-
     done = []
     for cell, pointer, _, seed, out in each_version(
             root, dataset, arch, [("trained", s) for s in seeds or params.grid.seeds],
@@ -80,31 +79,20 @@ def sanity_cell(root: Path, params: Params, dataset: str, arch: str, seeds: list
     return done
 
 
-class SanityCell:
-    """What every trained seed of one dataset × arch shares: the image sample, methods, the store."""
+class SanityCell(CellContext):
+    """What every trained seed of one dataset × arch shares (:class:`CellContext`), and the image sample."""
 
     def __init__(self, root: Path, params: Params, dataset: str, arch: str, split: Split | None = None) -> None:
         """``split``: the test split as the model takes it (default: the prepared one at
         ``train.<dataset>.image_size``, ImageNet-normalised)."""
-        from xiqa import saliency
-        from xiqa.data.dataset import load_split
-        from xiqa.evaluation.scoring import figure_sample, read_boxes
-        from xiqa.tracking import provenance, registry, store
+        from xiqa.evaluation.scoring import figure_sample
 
-        self.root, self.params, self.dataset, self.arch = root, params, dataset, arch
-        split = split or load_split(root, dataset, "test", params.train.recipe(dataset).image_size)
-        self.image_size = split.image_size
-        boxes = read_boxes(paths.prepared_dir(root, dataset) / "boxes.csv")
-        scored = [i for i in split.ids if len(boxes.get(i, ())) > 0]
-        if not scored:
+        super().__init__(root, params, dataset, arch, split)
+        if not self.scored:
             raise XiqaError(f"{dataset}: no test image has a box, so the sanity checks have no sample")
-        self.ids = figure_sample(scored, params.sanity.samples, params.sanity.seed)
-        position = {image_id: i for i, image_id in enumerate(split.ids)}
-        self.images = split.inputs([position[i] for i in self.ids])
-        self.methods = list(params.evaluate.methods or saliency.METHODS)
-        store.ensure_store(root)
-        self.git_commit = provenance.git_commit(root)
-        self.data_md5 = registry.data_md5(root, dataset)
+        self.ids = figure_sample(self.scored, params.sanity.samples, params.sanity.seed)
+        position = {image_id: i for i, image_id in enumerate(self.split.ids)}
+        self.images = self.split.inputs([position[i] for i in self.ids])
 
     def check(self, pointer: dict, seed: int, out: Path, model: nn.Module | None = None,
               extra_tags: dict[str, str] | None = None) -> dict:
@@ -114,16 +102,11 @@ class SanityCell:
         import mlflow
 
         from xiqa import saliency
-        from xiqa.evaluation.run import load_pointer_model
         from xiqa.evaluation.sanity import metric_histories, mprt, random_logit
         from xiqa.tracking import runs
 
         sp, ev, ds, arch = self.params.sanity, self.params.evaluate, self.dataset, self.arch
-        tags = {S.KIND: "sanity", "dataset": ds, "arch": arch, "condition": "trained", "seed": str(seed),
-                "model_name": pointer.get("name") or paths.registered_model_name(ds, arch),
-                "model_version": str(pointer.get("version", "")), "model_run_id": pointer["run_id"],
-                "model_uri": pointer["model_uri"], "git_commit": self.git_commit, "data_md5": self.data_md5}
-        tags |= extra_tags or {}
+        tags = self.run_tags("sanity", pointer, "trained", seed, extra_tags)
         run_params = {"samples": len(self.ids), "sample_seed": sp.seed, "cascade_seed": seed,
                       "methods": ",".join(self.methods), "image_size": self.image_size, "images": ",".join(self.ids)}
         with runs.tracked_run(self.root, ds, f"sanity {ds}-{arch} {paths.alias('trained', seed)}",
@@ -147,10 +130,7 @@ class SanityCell:
             summary = summarise(frame, logit)
             mlflow.log_metrics({f"random_logit_ssim/{m}": v for m, v in summary["random_logit_ssim"].items()
                                 if v is not None} | {"sanity_seconds": seconds})
-            with tempfile.TemporaryDirectory() as tmp:
-                for name, table in (("mprt.csv", frame), ("random_logit.csv", logit)):
-                    table.to_csv(Path(tmp) / name, index=False)
-                    mlflow.log_artifact(str(Path(tmp) / name))
+            log_tables({"mprt.csv": frame, "random_logit.csv": logit})
             run_id = run.info.run_id
         summary = {"run_id": run_id, "model_run_id": pointer["run_id"], "model_uri": pointer["model_uri"],
                    "version": pointer.get("version"), "images": self.ids, "seconds": round(seconds, 3)} | summary

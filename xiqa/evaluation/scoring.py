@@ -11,14 +11,15 @@ and centre-Gaussian maps). It returns one row per image × method × smoothing f
 (:data:`xiqa.schema.PER_IMAGE_COLUMNS`), one row per scored image of the no-information
 baselines (:data:`xiqa.schema.BASELINE_COLUMNS`) and, for a fixed
 sample of images, the maps for the report's figures.
+
+:func:`score_batch` is the core it shares with ``xiqa explain`` (:mod:`xiqa.evaluation.scan`):
+one batch explained once, smoothed, its peaks found and the Pointing Game played.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,27 +32,6 @@ from xiqa.errors import XiqaError
 
 if TYPE_CHECKING:
     from xiqa.evaluation.samples import SampleMaps
-
-
-def read_boxes(path: Path) -> dict[str, np.ndarray]:
-    """``boxes.csv`` (``image_id, x0, y0, x1, y1``, original pixels, inclusive) as
-    ``{image_id: float [B, 4]}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise XiqaError(f"{path}: not found (run `dvc repro prepare` first)")
-    out: dict[str, list[list[float]]] = {}
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("image_id", "x0", "y0", "x1", "y1") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise XiqaError(f"{path}: missing column(s) {', '.join(missing)}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                box = [float(row[k]) for k in ("x0", "y0", "x1", "y1")]
-            except ValueError:
-                raise XiqaError(f"{path}: row {line}: box coordinates must be numbers, got {row}") from None
-            out.setdefault(row["image_id"], []).append(box)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
 def figure_sample(scored_ids: Sequence[str], n: int, seed: int) -> list[str]:
@@ -107,6 +87,64 @@ class ScoreResult:
         """``{method: number of scored images whose map is constant}``."""
         rows = self.per_image[self.per_image["smoothed"] == int(smoothed)]
         return {m: int(g["constant"].sum()) for m, g in rows.groupby("method", sort=False)}
+
+
+@dataclass
+class BatchScores:
+    """One batch explained once and scored by the Pointing Game (:func:`score_batch`), on the CPU.
+
+    Per smoothing flag and method: ``maps`` float32 ``[B, H, W]`` in [0, 1], ``peaks`` long
+    ``[B, 2]`` (x, y), ``hits`` float ``[B]`` (1 hit, 0 miss, NaN for an image without boxes;
+    a constant map is a miss) and ``constant`` bool ``[B]``."""
+
+    logits: torch.Tensor  # float32 [B, K]
+    target: torch.Tensor  # long [B]: the class each map explains
+    maps: dict[bool, dict[str, torch.Tensor]]
+    peaks: dict[bool, dict[str, torch.Tensor]]
+    hits: dict[bool, dict[str, torch.Tensor]]
+    constant: dict[bool, dict[str, torch.Tensor]]
+    # per multi-layer NormGrad method: the layer maps skipped as constant, summed over the batch
+    skipped_layers: dict[str, int]
+
+
+def score_batch(
+    model: nn.Module,
+    arch: str,
+    x: torch.Tensor,
+    in_boxes: Sequence[torch.Tensor],
+    methods: Sequence[str],
+    *,
+    tolerance: float,
+    smoothing: Sequence[bool] = (False, True),
+    smooth: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    target: torch.Tensor | None = None,
+    layers: Mapping[str, Sequence[str]] | None = None,
+) -> BatchScores:
+    """The scoring core of :func:`score_split` (a test split) and ``xiqa explain`` (one scan):
+    explain ``x`` (float ``[B, 3, S, S]`` on the model's device) with ``methods`` in one forward
+    and two backward passes, then, for each flag of ``smoothing``, the maps as explained
+    (``False``) or smoothed once with ``smooth`` (``True``; default :func:`xiqa.saliency.smooth`),
+    their peaks and the Pointing Game against ``in_boxes`` (one long ``[K, 4]`` per image, input
+    pixels, inclusive) at τ = ``tolerance`` input pixels. ``target``: long ``[B]``, the class
+    each image is explained for; ``None``: its predicted class."""
+    from xiqa import saliency
+    from xiqa.evaluation import pointing_game as pg
+
+    smooth = smooth or saliency.smooth
+    info: dict[str, torch.Tensor] = {}
+    raw = saliency.explain(model, x, list(methods), arch=arch, layers=layers, info=info, target=target)
+    skipped = {key.split("/", 1)[1]: int(counts.sum()) for key, counts in info.items()
+               if key.startswith("skipped_layers/")}
+    out = BatchScores(info["logits"].float().cpu(), info["target"].cpu(), {}, {}, {}, {}, skipped)
+    for smoothed in smoothing:
+        maps = {m: raw[m].detach().float().cpu() for m in methods}
+        if smoothed:
+            maps = {m: smooth(v) for m, v in maps.items()}
+        out.maps[smoothed] = maps
+        out.hits[smoothed] = {m: pg.hits(v, in_boxes, tolerance=tolerance) for m, v in maps.items()}
+        out.constant[smoothed] = {m: pg.is_constant(v) for m, v in maps.items()}
+        out.peaks[smoothed] = {m: pg.peaks(v) for m, v in maps.items()}
+    return out
 
 
 def score_split(
@@ -172,22 +210,17 @@ def score_split(
         x = split.inputs(torch.tensor(rows)).to(device)
         ids = [split.ids[i] for i in rows]
         labels = split.labels[rows]
-        # one forward and two backward passes: explain's forward gives the logits too
-        info: dict[str, torch.Tensor] = {}
-        raw = saliency.explain(model, x, methods, arch=arch, layers=layers, info=info,
-                               target=None if target == "predicted" else
-                               torch.where(labels == 1, positive, 1 - positive).to(device))
-        logits = info["logits"].float().cpu()
-        probs = torch.softmax(logits, dim=1)
-        predicted = logits.argmax(dim=1)  # the class explained when target is "predicted"
-        tgt = info["target"].cpu()
-        for key, counts in info.items():
-            if key.startswith("skipped_layers/"):
-                method = key.split("/", 1)[1]
-                skipped[method] = skipped.get(method, 0) + int(counts.sum())
         sizes = split.sizes[rows]  # (width, height)
         in_boxes = [pg.scale_boxes(boxes[i], (int(w), int(h)), (s, s))
                     for i, (w, h) in zip(ids, sizes.tolist(), strict=True)]
+        scored = score_batch(model, arch, x, in_boxes, methods, tolerance=tolerance, smooth=smooth, layers=layers,
+                             target=None if target == "predicted" else
+                             torch.where(labels == 1, positive, 1 - positive).to(device))
+        probs = torch.softmax(scored.logits, dim=1)
+        predicted = scored.logits.argmax(dim=1)  # the class explained when target is "predicted"
+        tgt = scored.target
+        for method, count in scored.skipped_layers.items():
+            skipped[method] = skipped.get(method, 0) + count
         base["image_id"] += ids
         base["chance"] += pg.chance_hits(in_boxes, (s, s), tolerance).tolist()
         base["centre"] += [int(h) for h in pg.centre_hits(in_boxes, (s, s), tolerance).tolist()]
@@ -196,20 +229,18 @@ def score_split(
             for k, v in score.as_dict().items():
                 base[f"{b}_{k}"] += v.tolist()
         for smoothed in (False, True):
-            batch_maps = [raw[m].detach().float().cpu() for m in methods]
-            if smoothed:
-                batch_maps = [smooth(maps) for maps in batch_maps]
+            batch_maps = scored.maps[smoothed]
             # every method's maps in one call: [M * B, H, W] against the masks repeated M times
-            located = loc.scores(torch.cat(batch_maps), masks.repeat(len(methods), 1, 1),
+            located = loc.scores(torch.cat([batch_maps[m] for m in methods]), masks.repeat(len(methods), 1, 1),
                                  topk_fraction=topk_fraction).as_dict()
             for mi, m in enumerate(methods):
-                maps = batch_maps[mi]
+                maps = batch_maps[m]
                 part = slice(mi * len(rows), (mi + 1) * len(rows))
                 for k in S.LOC_METRICS:
                     columns[k] += located[k][part].tolist()
-                hit = pg.hits(maps, in_boxes, tolerance=tolerance)  # a constant map is a miss (SPEC 5)
-                constant = pg.is_constant(maps)
-                peak = pg.peaks(maps)
+                hit = scored.hits[smoothed][m]
+                constant = scored.constant[smoothed][m]
+                peak = scored.peaks[smoothed][m]
                 for j, image_id in enumerate(ids):
                     columns["image_id"].append(image_id)
                     columns["method"].append(m)

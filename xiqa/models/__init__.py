@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["ARCHS", "ArchSpec", "build", "estimate_bn_statistics", "head", "layers", "reset_head", "spec"]
+__all__ = ["ARCH_SPECS", "ArchSpec", "build", "estimate_bn_statistics", "head", "layers", "reset_head", "spec"]
 
 if TYPE_CHECKING:
-    from xiqa.models.zoo import ARCHS, ArchSpec, build, estimate_bn_statistics, head, layers, reset_head, spec
+    from xiqa.models.zoo import ARCH_SPECS, ArchSpec, build, estimate_bn_statistics, head, layers, reset_head, spec
 
 
 def __getattr__(name: str):

@@ -4,7 +4,7 @@ other CNN's derived from the network (:mod:`xiqa.models.derive`).
 An architecture name (``grid.models[].arch``) is one of
 
 - the study's four, ``resnet34``, ``resnet50``, ``efficientnet_b0`` (torchvision),
-  ``efficientnet-b0`` (efficientnet-pytorch), whose presets are the paper's (:data:`ARCHS`);
+  ``efficientnet-b0`` (efficientnet-pytorch), whose presets are the paper's (:data:`ARCH_SPECS`);
 - any torchvision classification constructor (``densenet121``, ``resnet18``,
   ``mobilenet_v3_small``, ``convnext_tiny``, ``regnet_y_400mf``, ...);
 - any efficientnet-pytorch name (``efficientnet-b3``);
@@ -16,7 +16,7 @@ name from a freshly built model (:func:`spec`, :func:`cascade`); a model that xi
 is *adopted* under a name of the caller's choosing (:func:`adopt`, used by ``xiqa audit``).
 
 ``build(arch)`` returns a classifier whose head is a fresh ``num_classes``-way ``nn.Linear``,
-He-initialised (Kaiming normal, fan-in, bias 0). ``ARCHS[arch]`` holds, per architecture, the
+He-initialised (Kaiming normal, fan-in, bias 0). ``ARCH_SPECS[arch]`` holds, per architecture, the
 attribute path of that head and the layers the saliency methods read (SPEC 4):
 
 - ``gradcam``: the layer whose output Grad-CAM weights (the last block / last feature block);
@@ -76,7 +76,8 @@ _EP_STAGE_STARTS = (0, 1, 3, 5, 8, 11, 15)
 _EP_EFFNET_MULTI = ("_conv_stem", *(f"_blocks.{i}" for i in _EP_STAGE_STARTS),
                     "_conv_head", "_avg_pooling:input")
 
-ARCHS: dict[str, ArchSpec] = {
+# keyed by exactly xiqa.schema.ARCHS, the one list of the study's names (tests/test_names.py)
+ARCH_SPECS: dict[str, ArchSpec] = {
     "resnet34": ArchSpec("resnet34", "torchvision", "fc", "layer4", ("layer4.2",), _RESNET_MULTI),
     "resnet50": ArchSpec("resnet50", "torchvision", "fc", "layer4", ("layer4.2",), _RESNET_MULTI),
     "efficientnet_b0": ArchSpec("efficientnet_b0", "torchvision", "classifier.1", "features.8",
@@ -124,8 +125,8 @@ def _torchvision_names() -> list[str]:
 
 
 def _library(arch: str) -> str:
-    if arch in ARCHS:
-        return ARCHS[arch].library
+    if arch in ARCH_SPECS:
+        return ARCH_SPECS[arch].library
     if _EP_NAME.match(arch):
         return "efficientnet-pytorch"
     if _FACTORY.match(arch):
@@ -194,8 +195,8 @@ def adopt(model: nn.Module, name: str, *, size: int | None = None, channels: int
 def spec(arch: str) -> ArchSpec:
     """The :class:`ArchSpec` of ``arch``: the study's table, else derived from a freshly built
     model (once per process); an unknown name is a :class:`XiqaError`."""
-    if arch in ARCHS:
-        return ARCHS[arch]
+    if arch in ARCH_SPECS:
+        return ARCH_SPECS[arch]
     return _derived(arch)[0]
 
 

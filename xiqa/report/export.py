@@ -16,6 +16,7 @@ import pandas as pd
 from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.io import write_text
+from xiqa.report import render as R
 from xiqa.report import tables as T
 
 FORMATS = S.REPORT_FORMATS
@@ -106,13 +107,13 @@ def export_report(root: Path, out: Path, formats: Iterable[str] = FORMATS, study
     out = Path(out)
     study, runs = study_runs(root, study)
     tables = T.build_tables(runs)
-    written = T.write_tables(tables, out, formats)
+    written = R.write_tables(tables, out, formats)
     if "html" in formats:
         figures = _figures(runs, out)
         embedded = [(_caption(p), "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode())
                     for p in figures]
         page = out / "index.html"
-        write_text(page, T.html_page("xiqa study report", tables, embedded,
+        write_text(page, R.html_page("xiqa study report", tables, embedded,
                                      header=f"Study {study}: Pointing Game accuracies read from the MLflow runs "
                                             f"of this study (never recomputed)."))
         written += figures + [page]

@@ -13,6 +13,9 @@ variants in rows:
   maps against randomised depth, one line per method; Spearman and SSIM panels, one row per
   architecture).
 
+For the ``report`` stage, :func:`write_layouts`, :func:`write_sanity_figure` and
+:func:`write_training_figure` save one dataset's figures as ``<layout>-<ds>.png``.
+
 The maps come from :class:`SampleMaps`, saved by the evaluate stage for a fixed, seeded sample
 of test images (the maps are stored as uint8 for display only; the peaks drawn are the ones the
 Pointing Game used, stored in full precision).
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -35,6 +39,9 @@ from xiqa import schema as S
 from xiqa.errors import XiqaError
 from xiqa.evaluation.samples import SampleMaps, to_uint8  # noqa: F401  (re-exported)
 from xiqa.io import atomic_path
+
+if TYPE_CHECKING:
+    from xiqa.report.gather import StudyInputs
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -245,3 +252,68 @@ def training_figure(models: Sequence[tuple[str, dict[str, list[tuple[int, float]
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.4)
     return fig
+
+
+# ---------------------------------------------------------------------- the report stage's figure files
+def write_layouts(ds: str, archs: list[str], seeds: list[int], samples: dict, out: Path) -> list[Path]:
+    """The four layouts for one dataset, from the figure-sample maps of its models."""
+    out.mkdir(parents=True, exist_ok=True)
+    first, s1 = archs[0], seeds[0]
+    label = f"{S.DATASET_LABELS.get(ds, ds)} {S.ARCH_LABELS.get(first, first)}"
+    made = []
+
+    def save(fig: Any, name: str) -> None:
+        made.append(save_figure(fig, out / f"{name}-{ds}.png"))
+
+    trained = samples.get((ds, first, "trained", s1))
+    if trained is None:
+        return made
+    save(smoothing_figure(trained, f"{label}, trained seed {s1}: smoothing off / on"), "smoothing")
+    variants = [(S.CONDITION_LABELS[c], samples[(ds, first, c, s1)]) for c in ("fr", "sr", "trained")
+                if (ds, first, c, s1) in samples]
+    save(randomisation_figure(variants, f"{label}: FR / SR / trained (seed {s1}), smoothed"), "randomisation")
+    by_seed = [(f"seed {s}", samples[(ds, first, "trained", s)]) for s in seeds if (ds, first, "trained", s) in samples]
+    if len(by_seed) > 1:
+        save(seeds_figure(by_seed, f"{label}: trained seeds side by side, smoothed"), "seeds")
+    by_arch = [(S.ARCH_LABELS.get(a, a), samples[(ds, a, "trained", s1)]) for a in archs
+               if (ds, a, "trained", s1) in samples]
+    if len(by_arch) > 1:
+        save(architectures_figure(by_arch, f"{S.DATASET_LABELS.get(ds, ds)}: architectures side by side "
+                                           f"(trained seed {s1}), smoothed"), "architectures")
+    return made
+
+
+def write_training_figure(ds: str, archs: Sequence[str], seeds: Sequence[int], grid: StudyInputs,
+                          out: Path) -> list[Path]:
+    """``training-<ds>.png``: training loss and validation AUC per epoch of every trained model
+    of ``ds``, and the pretext curves of the stand-in starts they began from."""
+    models = [(f"{S.ARCH_LABELS.get(a, a)} s{s}", grid.curves[(ds, a, s)]) for a in archs for s in seeds
+              if grid.curves.get((ds, a, s))]
+    if not models:
+        return []
+    starts = dict.fromkeys(st for a in archs for st in grid.starts.get((ds, a, "trained"), []))
+    pretext = [(f"{st.split(':', 1)[0]} {run_arch}", grid.pretext[st]) for st in starts if st in grid.pretext
+               for run_arch in [_start_arch(st, archs, grid, ds)]]
+    out.mkdir(parents=True, exist_ok=True)
+    fig = training_figure(models, pretext, f"{S.DATASET_LABELS.get(ds, ds)}: learning curves of the trained "
+                                           "models (dashed: ln 2 and AUC 0.5, a model that learned nothing)")
+    return [save_figure(fig, out / f"training-{ds}.png")]
+
+
+def _start_arch(start: str, archs: Sequence[str], grid: StudyInputs, ds: str) -> str:
+    return next((S.ARCH_LABELS.get(a, a) for a in archs if start in grid.starts.get((ds, a, "trained"), [])), "")
+
+
+def write_sanity_figure(ds: str, archs: Sequence[str], sanity: dict, methods: list[str], out: Path) -> list[Path]:
+    """``sanity-<ds>.png``: the MPRT curves of each arch (mean over its trained seeds)."""
+    from xiqa.evaluation.aggregate import sanity_curves
+
+    rows = [(S.ARCH_LABELS.get(a, a), sanity[(ds, a)][0]["blocks"], sanity_curves(sanity[(ds, a)], methods))
+            for a in archs if sanity.get((ds, a))]
+    if not rows:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    fig = sanity_figure(rows, f"{S.DATASET_LABELS.get(ds, ds)}: model-parameter randomisation test, "
+                              "trained models (mean over seeds)", threshold=S.MPRT_PASS_THRESHOLD)
+    return [save_figure(fig, out / f"sanity-{ds}.png")]
+

@@ -219,10 +219,11 @@ def render() -> str:
         summary = " ".join(_markdown(fn.__doc__ or "").split("\n\n")[0].split())
         lines.append(f"| {', '.join(f'`{fn(*args)}`' for args in calls)} | `{fn.__name__}`: {summary} |")
     metrics = ", ".join(f"`reports/metrics/{name}.json`" for name in METRICS)
-    headline = ", ".join(f"`{name}`" for name in HEADLINE_CLASSIFICATION)
+    headline_files = "{" + ", ".join(HEADLINE_CLASSIFICATION) + "}"
     formats = ", ".join(f"`{f}`" for f in S.REPORT_FORMATS)
     files = "\n".join(["| file | what |", "|---|---|"] + [
-        f"| {path.format(metrics=metrics, headline='{' + headline.replace('`', '') + '}')} | {what.format(formats=formats)} |" for path, what in FILE_ROWS])
+        f"| {path.format(metrics=metrics, headline=headline_files)} | {what.format(formats=formats)} |"
+        for path, what in FILE_ROWS])
     lines += ["", FILES.replace("{files}", files).rstrip(),
               "", READING.rstrip()]
     return "\n".join(lines) + "\n"

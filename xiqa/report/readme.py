@@ -74,7 +74,7 @@ def _tables(folder: Path) -> list[str]:
 
 def _frame(folder: Path, stem: str) -> pd.DataFrame:
     """A table's CSV indexed by its display labels (the rows this module names), its columns
-    named as the metric keys (``<ds>/<arch>/<condition>/pg_mean``, ``xiqa.report.tables.ColumnKey``)."""
+    named as the metric keys (``<ds>/<arch>/<condition>/pg_mean``, ``xiqa.report.table.ColumnKey``)."""
     frame = pd.read_csv(folder / f"{stem}.csv", index_col=0)
     if "label" not in frame.columns:
         raise XiqaError(f"{folder / stem}.csv: no 'label' column (written before the CSVs named their "

@@ -68,7 +68,8 @@ def explain(model: nn.Module, images: Tensor, methods: Sequence[str] | None = No
             mode BatchNorm mixes the images of a batch). It is left exactly as it was.
         images: normalised float batch [N, 3, H, W] on the model's device.
         methods: names of :data:`METHODS`; ``None``: all ten.
-        arch: a name of :data:`xiqa.models.ARCHS`, choosing the layer presets.
+        arch: an architecture name: one of :data:`xiqa.schema.ARCHS` (presets in
+            :data:`xiqa.models.zoo.ARCH_SPECS`) or any CNN the zoo derives presets for.
         target: long [N], the class each image is explained for; ``None``: its predicted class.
         layers: overrides of the presets, ``{"gradcam": [..], "single": [..], "multi": [..]}``
             (any subset of keys, e.g. ``EvaluateParams.layers[arch]``).

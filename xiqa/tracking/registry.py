@@ -39,6 +39,8 @@ from xiqa.paths import alias as alias_name
 from xiqa.paths import prepared_dir, registered_model_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mlflow import MlflowClient
     from torch import nn
 
@@ -323,6 +325,35 @@ def load_model(uri: str, device: str = "cpu") -> nn.Module:
         return mlflow.pytorch.load_model(str(local), map_location=device).to(device).eval()
 
 
+_DROPPED = re.compile(r"Connection (broken|aborted|reset)|IncompleteRead|RemoteDisconnected|ChunkedEncodingError")
+
+
+def _download_riding_out_drops(download: Callable[[], Path], dst: Path) -> Path:
+    """``download()`` into ``dst``, started again (what it left removed) while the server drops
+    the connection mid-file, for up to ``$XIQA_TRACKING_RETRY_S`` seconds: MLflow's retries cover
+    a request that gets no answer, not a body cut off half-way (``mlflow server`` restarted)."""
+    import shutil
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    from xiqa.tracking.store import retry_seconds
+
+    deadline, before = time.monotonic() + retry_seconds(), set(dst.iterdir()) if dst.is_dir() else set()
+    while True:
+        try:
+            return download()
+        except MlflowException as err:
+            if not _DROPPED.search(str(err)) or time.monotonic() >= deadline:
+                raise
+        for left in (set(dst.iterdir()) if dst.is_dir() else set()) - before:
+            if left.is_dir():
+                shutil.rmtree(left)
+            else:
+                left.unlink()
+        time.sleep(1)
+
+
 def verified_download(client: MlflowClient, ref: str, dst: Path) -> Path:
     """Download the model artifact of registry reference ``ref`` into folder ``dst`` and check
     its weights file against the version's ``weights_sha256`` tag. Returns the model folder.
@@ -331,8 +362,8 @@ def verified_download(client: MlflowClient, ref: str, dst: Path) -> Path:
 
     mv = model_version(client, ref)
     label = f"{mv.name}/{mv.version}"
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{label}", dst_path=str(dst), tracking_uri=client.tracking_uri))
+    local = _download_riding_out_drops(lambda: Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{label}", dst_path=str(dst), tracking_uri=client.tracking_uri)), dst)
     expected = (mv.tags or {}).get(WEIGHTS_TAG)
     weights = local / WEIGHTS_FILE
     if not weights.is_file():

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from xiqa.data.dataset import Split, batches
-from xiqa.data.transforms import augment, normalise
+from xiqa.data.transforms import augment, standardise
 from xiqa.errors import XiqaError
 from xiqa.params import Recipe
-from xiqa.training.metrics import accuracy, roc_auc
+from xiqa.training.metrics import classification_accuracy, roc_auc
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -104,7 +104,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 32,
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = normalise(images[start:start + batch_size].to(device, non_blocking=True))
+        x = standardise(images[start:start + batch_size].to(device, non_blocking=True))
         out.append(torch.softmax(model(x).float(), dim=1)[:, 1].double().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
@@ -114,7 +114,7 @@ def score(model: nn.Module, split: Split, batch_size: int = 32,
     """Accuracy (threshold 0.5, i.e. the arg-max of two classes) and ROC AUC on ``split``."""
     probs = predict(model, split.images, batch_size, device)
     labels = split.labels.numpy()
-    return Scores(accuracy(labels, probs > 0.5), roc_auc(labels, probs), probs)
+    return Scores(classification_accuracy(labels, probs > 0.5), roc_auc(labels, probs), probs)
 
 
 def _better(candidate: tuple[float, float], best: tuple[float, float] | None) -> bool:
@@ -226,7 +226,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                 images = images.to(dev, non_blocking=True)
                 if draws is not None:
                     images = augment(images, draws)
-                x = normalise(images).contiguous(memory_format=layout)
+                x = standardise(images).contiguous(memory_format=layout)
                 y = labels.to(dev, non_blocking=True)
                 loss = optimiser_step(model, loss_fn, optimiser, x, y, autocast, scaler).item()
                 if not math.isfinite(loss):  # stop at once: nothing after it can be kept
@@ -273,7 +273,7 @@ def recalibrate_batchnorm(model: nn.Module, split: Split, n: int, batch_size: in
     if n <= 0:
         return
     images = split.images[:n]
-    estimate_bn_statistics(model, [normalise(images[i:i + batch_size].to(device))
+    estimate_bn_statistics(model, [standardise(images[i:i + batch_size].to(device))
                                    for i in range(0, len(images), batch_size)])
 
 

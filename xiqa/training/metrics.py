@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
+def classification_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
     """Fraction of ``predictions`` equal to ``labels`` (nan for no samples)."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     return float((labels == predictions).mean()) if labels.size else float("nan")

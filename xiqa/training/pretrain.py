@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xiqa.data.transforms import normalise
+from xiqa.data.transforms import standardise
 from xiqa.errors import XiqaError
 from xiqa.params import PretrainParams
 from xiqa.training.loop import EpochRecord, stream_seed
@@ -118,7 +118,7 @@ def pretrain(model: nn.Module, data: PretextData, p: PretrainParams, *,
             lr = p.lr * min(1.0, (step + 1) / steps_per_epoch) * 0.5 * (1 + math.cos(math.pi * step / total))
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            x, y = normalise(images.to(device)), y.to(device)
+            x, y = standardise(images.to(device)), y.to(device)
             optimiser.zero_grad(set_to_none=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
