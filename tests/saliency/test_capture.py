@@ -14,13 +14,17 @@ from xiqa.models import build, layers
 from xiqa.saliency import METHODS, capture, explain
 
 
+HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+              "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
 def snapshot(model: nn.Module) -> dict:
     """Everything explain() could leave behind: hooks, modules, flags, gradients, parameters."""
     mods = list(model.named_modules())
     return {
         "modules": [(name, id(m), type(m)) for name, m in mods],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-                   len(getattr(m, "_backward_pre_hooks", {}))) for _, m in mods],
+        # every hook dict by its handles' ids, so that a hook swapped for another is caught too
+        "hooks": [{d: list(getattr(m, d, {})) for d in HOOK_DICTS} for _, m in mods],
         "inplace": [getattr(m, "inplace", None) for _, m in mods],
         "training": [m.training for _, m in mods],
         "requires_grad": [p.requires_grad for p in model.parameters()],
@@ -84,6 +88,31 @@ def test_hooks_are_removed_and_flags_restored_when_the_forward_raises(arch: str,
     finally:
         handle.remove()
     assert_same(before, snapshot(model))
+
+
+def test_capture_keeps_the_callers_own_hooks_and_inplace_flags_when_the_forward_raises() -> None:
+    relu = nn.ReLU(inplace=True)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), relu, nn.Conv2d(4, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 2)).eval()
+    own = [relu.register_forward_hook(lambda *_: None), relu.register_forward_pre_hook(lambda *_: None),
+           relu.register_full_backward_hook(lambda *_: None), model[2].register_full_backward_pre_hook(lambda *_: None)]
+    before = snapshot(model)
+    assert sum(len(h[d]) for h in before["hooks"] for d in HOOK_DICTS) == 4
+    assert before["inplace"].count(True) == 1
+
+    def boom(module, args, out):
+        raise RuntimeError("boom")
+
+    last = model[6].register_forward_hook(boom)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            capture(model, random_images(1, seed=25, size=32), ["2", "4"], input_grad=True, guided=True)
+    finally:
+        last.remove()
+    assert_same(before, snapshot(model))
+    assert relu.inplace is True
+    for h in own:
+        h.remove()
 
 
 def test_batch_results_equal_per_image_results(random_model) -> None:

@@ -27,7 +27,7 @@ Captum leaves every non-ReLU module plain. A model with an activation module tha
 rule (GELU, Hardswish, LeakyReLU, ...) or with none at all is refused rather than silently
 explained with the plain gradient.
 
-The model is left as it was: hooks are removed in ``finally`` (also when the forward raises),
+The model is left as it was: an ``ExitStack`` removes the hooks (also when the forward raises),
 ``inplace`` flags, which are switched off during the capture so that a hooked tensor is never
 overwritten by the next activation, are restored, and no parameter's ``.grad`` or
 ``requires_grad`` is touched.
@@ -35,6 +35,7 @@ overwritten by the next activation, are restored, and no parameter's ``.grad`` o
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +147,11 @@ def _check_target(target: Tensor | None, logits: Tensor) -> Tensor:
     return target.long()
 
 
+def _restore_inplace(flags: list[tuple[Any, bool]]) -> None:
+    for mod, flag in flags:
+        mod.inplace = flag
+
+
 def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
             target: Tensor | None = None, input_grad: bool = False, guided: bool = False) -> Captured:
     """Run ``model`` once on ``images`` [N, 3, H, W] and take activations, gradients and input
@@ -162,7 +168,6 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
     check_layers(model, layers)
     relu_types, silu_types, unsupported = _activation_kinds()
     mode = _Mode()
-    handles: list = []
     acts: dict[str, Tensor] = {}
     calls: dict[str, int] = dict.fromkeys(layers, 0)
     gates = [0]
@@ -187,7 +192,8 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
             return None if on_input else out.clone()
         return keep
 
-    try:
+    with contextlib.ExitStack() as undo:  # unwinds in reverse: hooks off, then flags back
+        undo.callback(_restore_inplace, inplace_flags)
         for mod, _ in inplace_flags:
             mod.inplace = False  # a kept tensor must not be overwritten by the next in-place op
         if guided:
@@ -195,17 +201,17 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
                 if isinstance(m, unsupported):
                     raise XiqaError(guided_refusal(model) or "")
                 if isinstance(m, relu_types):
-                    handles.append(m.register_forward_hook(relu_hook))
+                    undo.callback(m.register_forward_hook(relu_hook).remove)
                 elif isinstance(m, silu_types):
-                    handles.append(m.register_forward_hook(silu_hook))
+                    undo.callback(m.register_forward_hook(silu_hook).remove)
         # Keepers go after the gates so that a kept output is the gated tensor the rest of the
         # network actually reads.
         for name in layers:
             module = get_module(model, name)
             on_input = name.endswith(":input")
             hook = keeper(name, on_input)
-            handles.append(module.register_forward_pre_hook(hook) if on_input
-                           else module.register_forward_hook(hook))
+            handle = module.register_forward_pre_hook(hook) if on_input else module.register_forward_hook(hook)
+            undo.callback(handle.remove)
 
         with torch.enable_grad():
             x = images.detach().requires_grad_(True)
@@ -237,8 +243,3 @@ def capture(model: nn.Module, images: Tensor, layers: Sequence[str] = (), *,
                 mode.guided = True
                 (out.guided_input_grad,) = torch.autograd.grad(score, [x])
         return out
-    finally:
-        for h in handles:
-            h.remove()
-        for mod, flag in inplace_flags:
-            mod.inplace = flag
