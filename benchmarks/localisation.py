@@ -28,24 +28,25 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._cli import add_config_option, configs, set_up  # noqa: E402
-from xiqa.evaluation import localisation as L  # noqa: E402
-from xiqa.evaluation import pointing_game as pg  # noqa: E402
-from xiqa.evaluation import sanity as S  # noqa: E402
-from xiqa.models import build, estimate_bn_statistics  # noqa: E402
-from xiqa.saliency import explain, smooth  # noqa: E402
+from benchmarks._cli import add_config_option, configs, set_up
+from xiqa.evaluation import localisation as L
+from xiqa.evaluation import pointing_game as pg
+from xiqa.evaluation import sanity as S
+from xiqa.models import build, estimate_bn_statistics
+from xiqa.saliency import explain, smooth
 
 CONFIGS = (("resnet34", 128), ("efficientnet_b0", 128), ("resnet34", 224), ("efficientnet_b0", 224))
 
 
 def best_time(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls of ``fn`` in seconds, after one warm-up call."""
     times = []
     for _ in range(repeats + 1):  # the first run is a warm-up
         if device == "cuda":
@@ -116,6 +117,7 @@ def measure(arch: str, size: int, batch: int, repeats: int, device: str) -> tupl
 
 
 def main() -> None:
+    """Parse the options and print the timing table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=8)

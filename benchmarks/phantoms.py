@@ -22,7 +22,10 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +43,18 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
+def _make_all(make: list[Callable[[], object]]) -> None:
+    for m in make:
+        m()
+
+
+def _write_all(write: Callable[[Path, Any], object], path: Path, images: list) -> None:
+    for img in images:
+        write(path, img)
+
+
 def main() -> None:
+    """Parse the options and print seconds per phantom image against the image write."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paper", action=argparse.BooleanOptionalAction, default=True)
@@ -53,15 +67,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, kind, sizes, n in cases:
             if kind == "cxr":
-                make = [lambda i=i: phantoms.objectcxr_image(i, i % 2, 0, *sizes) for i in range(n)]
+                make = [partial(phantoms.objectcxr_image, i, i % 2, 0, *sizes) for i in range(n)]
                 write, suffix = write_jpeg, ".jpg"
             else:
-                make = [lambda i=i: phantoms.lvot_slice(i, 0, i % 2, 0, sizes[0]) for i in range(n)]
+                make = [partial(phantoms.lvot_slice, i, 0, i % 2, 0, sizes[0]) for i in range(n)]
                 write, suffix = write_png, ".png"
             images = [m()[0] for m in make]  # warm-up, and the images to write
-            ours = _best(lambda: [m() for m in make], args.repeats) / n
+            ours = _best(partial(_make_all, make), args.repeats) / n
             path = Path(tmp) / f"x{suffix}"
-            floor = _best(lambda: [write(path, img) for img in images], args.repeats) / n
+            floor = _best(partial(_write_all, write, path, images), args.repeats) / n
             pixels = sum(img.size for img in images) / n
             print(f"{name:16s} {ours:11.4f} {floor:12.4f} {ours / floor:11.1f} "
                   f"{ours / pixels * 1e6:7.3f}")

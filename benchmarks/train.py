@@ -43,13 +43,14 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._cli import machine_name  # noqa: E402
+from benchmarks._cli import machine_name
 
 
 def _split(n: int, size: int, seed: int):
@@ -92,15 +93,23 @@ def bare_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, ep
     return time.perf_counter() - start
 
 
+def _keep_epoch(logs: list, to_mlflow: bool, log) -> None:
+    """The stage loop's ``on_epoch``: keep the epoch's log, and log its metrics to the active MLflow run."""
+    logs.append(log)
+    if to_mlflow:
+        import mlflow
+
+        mlflow.log_metrics(log.metrics(), step=log.epoch)
+
+
 def part_loop(args, dev: torch.device) -> None:
+    """Images/s of the training stage's loop against a bare loop over pre-augmented tensors."""
     from xiqa.data.transforms import augment, standardise
     from xiqa.models import build
     from xiqa.params import Recipe
     from xiqa.training.loop import EpochLog, train
 
     if not args.no_mlflow:
-        import mlflow
-
         from xiqa.tracking.runs import tracked_run
     torch.manual_seed(0)
     init = build(args.arch)
@@ -122,16 +131,11 @@ def part_loop(args, dev: torch.device) -> None:
             bare.append(total_images / bare_loop(copy.deepcopy(init), x, y, args.batch, args.epochs, 0.01))
             logs: list[EpochLog] = []
 
-            def on_epoch(log: EpochLog) -> None:
-                logs.append(log)
-                if not args.no_mlflow:
-                    mlflow.log_metrics(log.metrics(), step=log.epoch)
-
             run = nullcontext() if args.no_mlflow else tracked_run(root, "bench", "bench", recipe.model_dump(), {})
             with run:
                 start = time.perf_counter()
                 train(copy.deepcopy(init), train_split, val_split, recipe, seed=1, device=str(dev),
-                      on_epoch=on_epoch, progress=True)
+                      on_epoch=partial(_keep_epoch, logs, not args.no_mlflow), progress=True)
                 _sync(dev)
                 stage_total.append(total_images / (time.perf_counter() - start))
             # training-step throughput: images over the epochs' training time (before validation)
@@ -141,12 +145,14 @@ def part_loop(args, dev: torch.device) -> None:
           f"epochs, augmentation on, {machine_name(dev)}, {args.repeats} alternating repeats (median)"
           + (", stage loop WITHOUT MLflow logging" if args.no_mlflow else ""))
     print(f"  bare loop over pre-augmented tensors on the device {b:8.1f} images/s")
-    print(f"  stage loop, training steps                         {s:8.1f} images/s   ratio {s / b:.2f}  (target >= 0.90)")
+    print(f"  stage loop, training steps                         {s:8.1f} images/s   ratio {s / b:.2f}  "
+          "(target >= 0.90)")
     print(f"  stage loop, whole train()                          {t:8.1f} images/s   ratio {t / b:.2f}  "
           f"(+ a {args.val}-image validation pass{'' if args.no_mlflow else ' and MLflow logging'} per epoch)")
 
 
 def part_precision(args, dev: torch.device) -> None:
+    """Images/s of bare training steps per precision and memory layout, as a ratio to fp32 NCHW."""
     from xiqa.data.transforms import standardise
     from xiqa.models import build
 
@@ -181,7 +187,7 @@ def part_augment(args, dev: torch.device) -> None:
     per_image = augmentation()
     runs: dict[str, object] = {
         "batched (xiqa)": lambda g: augment(images, g),
-        "torchvision v2 per image": lambda g: torch.stack([per_image(im) for im in images]),
+        "torchvision v2 per image": lambda _g: torch.stack([per_image(im) for im in images]),
     }
     try:
         import kornia.augmentation as K
@@ -191,11 +197,11 @@ def part_augment(args, dev: torch.device) -> None:
             K.RandomAffine(degrees=AFFINE["degrees"], translate=AFFINE["translate"],
                            scale=AFFINE["scale"], resample="nearest", p=1.0),
             K.RandomHorizontalFlip(p=FLIP_P)).to(dev)
-        runs["kornia.augmentation"] = lambda g: kornia(images.float().div(255.0))
+        runs["kornia.augmentation"] = lambda _g: kornia(images.float().div(255.0))
     except ImportError:
         print("  (kornia not installed: its column is skipped)")
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, fn in runs.items():  # warm-up
+    for fn in runs.values():  # warm-up
         fn(torch.Generator().manual_seed(0))  # type: ignore[operator]
     for r in range(args.repeats):
         for name, fn in runs.items():
@@ -242,6 +248,7 @@ def _write_jpegs(root: Path, n: int, size: int) -> None:
 
 
 def part_load(args) -> None:
+    """Seconds per image of the load path: JPEG decode, then the cached tensors."""
     from xiqa.data import dataset
     from xiqa.data.images import read_scan
     from xiqa.data.transforms import to_cached
@@ -277,6 +284,7 @@ def part_load(args) -> None:
 
 
 def main() -> None:
+    """Parse the options and run the chosen parts."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="resnet34")
     ap.add_argument("--size", type=int, default=64)

@@ -38,6 +38,7 @@ def reference_seconds() -> float:
 
 
 def main(out: Path, command: list[str]) -> int:
+    """Run ``command``, log its output with seconds into ``out``, and write the per-stage timings."""
     out.mkdir(parents=True, exist_ok=True)
     before = reference_seconds()
     start = time.monotonic()
@@ -55,7 +56,7 @@ def main(out: Path, command: list[str]) -> int:
     seconds = time.monotonic() - start
     after = reference_seconds()
     stages: dict[str, float] = {}
-    for (t, name), (t_next, _) in zip(marks, marks[1:] + [(seconds, "")]):
+    for (t, name), (t_next, _) in zip(marks, marks[1:] + [(seconds, "")], strict=True):
         stages[name] = stages.get(name, 0.0) + t_next - t
     import torch
 
