@@ -133,10 +133,8 @@ class AuditResult:
     arch: str
     format: str
     presets: dict[str, tuple[str, ...]]
-    cascade_steps: int
     evaluation: dict
-    sanity: dict | None
-    sanity_refused: str | None
+    sanity: dict | None  # None when the sanity checks were refused (the reason is echoed)
 
 
 def audit_model(root: Path, params: Params, ref: str, dataset: str, given: Mapping[str, object | None],
@@ -205,5 +203,4 @@ def audit_model(root: Path, params: Params, ref: str, dataset: str, given: Mappi
     if refused is None:
         sanity = SanityCell(root, run_params, dataset, arch, split=split).check(
             pointer, params.sanity.seed, out / "sanity.json", model=model, extra_tags=tags)
-    return AuditResult(mv.name, str(mv.version), arch, loaded.format, presets, len(zoo.cascade(arch)),
-                       evaluation, sanity, refused)
+    return AuditResult(mv.name, str(mv.version), arch, loaded.format, presets, evaluation, sanity)

@@ -34,7 +34,6 @@ class ScanResult:
     probability: float  # of the predicted class
     probability_positive: float  # of class 1, the quality problem
     image_size: int
-    original_size: tuple[int, int]  # (width, height)
     tolerance: float  # Pointing Game τ in input pixels
     verdicts: list[MethodVerdict] = field(default_factory=list)
 
@@ -81,7 +80,7 @@ def explain_scan(model: torch.nn.Module, arch: str, gray: np.ndarray, image_size
     probs = torch.softmax(scored.logits, dim=1)[0]
     predicted = int(scored.target[0])  # the arg-max class, the one explained
     result = ScanResult(predicted, float(probs[predicted]), float(probs[1]) if len(probs) > 1 else float("nan"),
-                        image_size, (w, h), float(tolerance))
+                        image_size, float(tolerance))
     out_maps = {}
     for m in methods:
         out_maps[m] = scored.maps[smooth][m][0].numpy()
