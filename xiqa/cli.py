@@ -73,7 +73,7 @@ def models_list(
     import json
 
     from xiqa.paths import project_root
-    from xiqa.tracking.registry import list_models
+    from xiqa.tracking.lookup import list_models
     from xiqa.tracking.store import open_client
 
     rows = list_models(open_client(project_root()), prefix)
@@ -108,7 +108,7 @@ def models_pull(
     """Write a model's weights (a state dict for torch.load(..., weights_only=True)) and a model
     card (params, metrics, data md5, git commit, aliases) into a folder."""
     from xiqa.paths import project_root
-    from xiqa.tracking.registry import pull
+    from xiqa.tracking.lookup import pull
     from xiqa.tracking.store import open_client
 
     weights, card = pull(open_client(project_root()), ref, out)

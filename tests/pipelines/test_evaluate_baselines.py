@@ -209,7 +209,7 @@ def test_per_image_localisation_equals_the_metrics_recomputed_from_the_maps_and_
     from xiqa import saliency
     from xiqa.data.dataset import load_split
     from xiqa.evaluation import localisation as loc
-    from xiqa.tracking import registry
+    from xiqa.tracking import lookup
 
     client = _client(study)
     masks = _masks_by_loops(study)
@@ -220,7 +220,7 @@ def test_per_image_localisation_equals_the_metrics_recomputed_from_the_maps_and_
     per_image = pd.read_csv(client.download_artifacts(pointer["run_id"], "per_image.csv", str(dst)))
     assert list(per_image.columns) == list(S.PER_IMAGE_COLUMNS)
     # the maps again, exactly as evaluate makes them (same model, images, batches of 8)
-    model = registry.load_model(pointer["model_uri"])
+    model = lookup.load_model(pointer["model_uri"])
     split = load_split(study, "objectcxr", "test", SIZE)
     rows = [i for i, image_id in enumerate(split.ids) if image_id in masks]
     methods = PARAMS["evaluate"]["methods"]

@@ -141,7 +141,7 @@ def test_paper_recipe_runs_every_stage_with_sr_on_paper_size_phantoms(make_proje
         assert ((means >= 0) & (means <= 1)).all()  # NaN fails too
 
     # 3. SR = the stand-in's backbone, tensor for tensor, and a head drawn afresh from the seed
-    from xiqa.tracking.registry import load_model
+    from xiqa.tracking.lookup import load_model
 
     for ds, arch in CELLS:
         name = _pointer(root, "models", f"{ds}-{arch}", "sr", f"s{SEED}.json")["name"]

@@ -145,7 +145,7 @@ def test_train_and_randomise_stages_register_one_version_per_cell(
     from xiqa.data.dataset import load_split
     from xiqa.models import build
     from xiqa.models.init import fully_randomise
-    from xiqa.tracking.registry import load_model
+    from xiqa.tracking.lookup import load_model
     from xiqa.training.loop import score
 
     model = load_model(f"models:/{NAME}@trained-s1")

@@ -18,7 +18,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from xiqa.errors import XiqaError
-from xiqa.tracking.registry import WEIGHTS_TAG, load_model, register
+from xiqa.tracking.lookup import load_model
+from xiqa.tracking.registry import WEIGHTS_TAG, register
 from xiqa.tracking.runs import tracked_run
 
 NAME = "xiqa-objectcxr-resnet34"
@@ -142,7 +143,7 @@ def test_a_version_without_the_tag_loads_with_a_warning(root: Path, caplog: pyte
 
     model, _ = _register(root, 1)
     mlflow.MlflowClient().delete_model_version_tag(NAME, "1", WEIGHTS_TAG)  # as registered before the tag
-    with caplog.at_level("WARNING", logger="xiqa.tracking.registry"):
+    with caplog.at_level("WARNING", logger="xiqa.tracking.lookup"):
         loaded = load_model(f"models:/{NAME}/1")
     assert f"{NAME}/1 has no {WEIGHTS_TAG} tag" in caplog.text
     x = torch.randn(1, 3, 16, 16)

@@ -13,7 +13,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from xiqa.errors import XiqaError
-from xiqa.tracking.registry import data_md5, dvc_dir_md5, list_models, load_model, parse_ref, pull, register
+from xiqa.tracking.lookup import list_models, load_model, parse_ref, pull
+from xiqa.tracking.registry import data_md5, dvc_dir_md5, register
 from xiqa.tracking.runs import tracked_run
 
 NAME = "xiqa-objectcxr-resnet34"

@@ -98,7 +98,8 @@ def test_register_list_pull_and_load_through_the_server(server: Server, tmp_path
     from torch import nn
 
     from xiqa.cli import app
-    from xiqa.tracking.registry import load_model, register
+    from xiqa.tracking.lookup import load_model
+    from xiqa.tracking.registry import register
     from xiqa.tracking.runs import tracked_run
     from xiqa.tracking.store import ensure_store
 

@@ -18,7 +18,7 @@ from xiqa.models import build
 from xiqa.models.weights import IMAGENET_FILES, WEIGHTS_ENV, WeightsUnavailable, imagenet_state_dict, resolve_start
 from xiqa.params import parse_params
 from xiqa.paths import pretrain_dir
-from xiqa.tracking.registry import load_model
+from xiqa.tracking.lookup import load_model
 from xiqa.training.runs import pretrain_model, randomise_model, train_model
 
 ARCH = "resnet34"

@@ -15,7 +15,7 @@ from xiqa.models import build
 from xiqa.models.weights import IMAGENET_FILES, WEIGHTS_ENV, WeightsUnavailable
 from xiqa.params import parse_params
 from xiqa.paths import model_pointer
-from xiqa.tracking.registry import load_model
+from xiqa.tracking.lookup import load_model
 from xiqa.training.runs import randomise_model, train_model
 
 ARCH = "resnet34"

@@ -149,13 +149,13 @@ def audit_model(root: Path, params: Params, ref: str, dataset: str, given: Mappi
     from xiqa.models import zoo
     from xiqa.models.derive import check_cascade
     from xiqa.models.init import reinitialise
-    from xiqa.tracking import registry, store
+    from xiqa.tracking import lookup, store
     from xiqa.tracking.foreign import PT2, load_logged_model
 
     if dataset not in DATASETS:
         raise XiqaError(f"--dataset: unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     store.ensure_store(root)
-    mv = registry.model_version(mlflow.MlflowClient(), ref)
+    mv = lookup.model_version(mlflow.MlflowClient(), ref)
     convention = input_convention(mv.tags, given)
     uri = f"models:/{mv.name}/{mv.version}"
     split = convention_split(load_split(root, dataset, "test", params.train.recipe(dataset).image_size), convention)

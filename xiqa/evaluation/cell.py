@@ -65,10 +65,10 @@ def load_pointer_model(pointer: dict, device: str) -> nn.Module:
 
     from mlflow.exceptions import MlflowException
 
-    from xiqa.tracking import registry
+    from xiqa.tracking import lookup
 
     try:
-        return registry.load_model(pointer["model_uri"], device)
+        return lookup.load_model(pointer["model_uri"], device)
     # the store lost the model or cannot be reached (MlflowException, OSError), its files are
     # corrupt (UnpicklingError, RuntimeError), or it was pickled by other code (ImportError)
     except (MlflowException, OSError, RuntimeError, ImportError, pickle.UnpicklingError) as err:

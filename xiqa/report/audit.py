@@ -58,14 +58,14 @@ def load_registered(ref: str, device: str = "cpu"):
     ``NAME/VERSION``; the arch and input size come from the version's tags."""
     import mlflow
 
-    from xiqa.tracking import registry
+    from xiqa.tracking import lookup
 
     client = mlflow.MlflowClient()
-    mv = registry.model_version(client, ref)
+    mv = lookup.model_version(client, ref)
     arch = mv.tags.get("arch")
     size = mv.tags.get("image_size")
     if not arch or not size:
         raise XiqaError(f"model {ref!r} (version {mv.version}) lacks the 'arch' / 'image_size' tags "
                         "that xiqa registers; it was not registered by xiqa")
-    model = registry.load_model(f"models:/{mv.name}/{mv.version}", device)
+    model = lookup.load_model(f"models:/{mv.name}/{mv.version}", device)
     return model, arch, int(size), mv

@@ -3,7 +3,7 @@
 MLflow 3 writes a PyTorch model in one of two formats (the ``pytorch`` flavour's ``data`` folder):
 
 - ``pickle`` (``data/model.pth``): the whole ``nn.Module``, loaded by MLflow's own loader
-  (:func:`mlflow.pytorch.load_model`), as :func:`xiqa.tracking.registry.load_model` loads xiqa's
+  (:func:`mlflow.pytorch.load_model`), as :func:`xiqa.tracking.lookup.load_model` loads xiqa's
   versions; only a version of the registry the user named is ever unpickled;
 - ``pt2``, MLflow 3's default (``data/model.pt2``): a ``torch.export`` program. MLflow's loader
   returns it flat (one graph: module hooks never fire, SPEC 10), so it is loaded here with
