@@ -220,6 +220,19 @@ def test_a_server_that_stays_down_fails_the_stage_in_one_sentence(server: Server
     assert dict(runs)[run_id] == "KILLED"
 
 
+def _fault(server: Server, fault: str) -> None:
+    """The fault, then the server back: PostgreSQL stopped (``pg_ctl stop -m fast``) for 20 s, or
+    ``mlflow server`` killed and started again 5 s later."""
+    if fault == "postgresql":
+        _pg("pg_ctl", "-D", str(server.folder / "postgres"), "-m", "fast", "-w", "stop")
+        time.sleep(20)
+        _start_postgresql(server)
+    else:
+        _kill_mlflow(server)
+        time.sleep(5)
+        _start_mlflow(server)
+
+
 TINY_TRAIN = {
     "data": {"objectcxr": {"n_images": 24, "min_size": 64, "max_size": 72}},
     "prepare": {"train": 0.5, "val": 0.25, "test": 0.25},
@@ -268,14 +281,7 @@ def test_the_train_stage_rides_out_the_server_going_away(server: Server, make_pr
         time.sleep(0.3)
     assert len(before) == 1 and stage.poll() is None, stage.communicate()[1][-3000:]
     (run_id, rows_before), = before.items()
-    if fault == "postgresql":
-        _pg("pg_ctl", "-D", str(server.folder / "postgres"), "-m", "fast", "-w", "stop")
-        time.sleep(20)
-        _start_postgresql(server)
-    else:
-        _kill_mlflow(server)
-        time.sleep(5)
-        _start_mlflow(server)
+    _fault(server, fault)
     rc, err = _finish(stage)
     after = _metric_rows(server, run_id)
     print(f"train, {fault} down: {len(rows_before)} metric rows before the fault, {after} after; "
@@ -365,14 +371,7 @@ def test_the_evaluate_stage_rides_out_both_faults_and_dvc_repro_completes(server
         assert run_id and stage.poll() is None, f"no evaluation run for the {fault} fault: {stage.communicate()}"
         before = _all_metric_rows(server)
         at = int(time.time() * 1000)
-        if fault == "postgresql":
-            _pg("pg_ctl", "-D", str(server.folder / "postgres"), "-m", "fast", "-w", "stop")
-            time.sleep(20)
-            _start_postgresql(server)
-        else:
-            _kill_mlflow(server)
-            time.sleep(5)
-            _start_mlflow(server)
+        _fault(server, fault)
         faults.append((fault, run_id, at, before))
     rc, err = _finish(stage, 300)
     print(f"evaluate, both faults: {time.monotonic() - started:.1f} s; stderr:\n{err[-3000:]}")
