@@ -263,9 +263,18 @@ def render_time(results: Path) -> str:
     meta_a, meta_b = _metas(results)
     return _wrap(TIME, [
         f"On a fresh clone ({meta_a['machine']}, {meta_a['threads']}) `dvc repro` took "
-        f"**{_duration(meta_a['seconds'])}**, {_budget(meta_a['seconds'])}: "
+        f"**{_duration(meta_a['seconds'])}**{_reference(meta_a)}, {_budget(meta_a['seconds'])}: "
         f"{meta_a.get('stages', 'stage times not recorded')}. With {meta_b['threads']} it took "
-        f"{_duration(meta_b['seconds'])}."])
+        f"{_duration(meta_b['seconds'])}{_reference(meta_b)}."])
+
+
+def _reference(meta: dict) -> str:
+    """`` (reference workload B / A s before / after)``: ``scripts/timed.py``'s fixed workload,
+    timed around the run, so that times from other hosts or loads can be compared."""
+    ref = meta.get("reference_seconds")
+    if not ref or len(ref) != 2:
+        return ""
+    return f" (`scripts/timed.py` reference workload {ref[0]:.2f} s before, {ref[1]:.2f} s after)"
 
 
 def render_section(results: Path) -> str:
