@@ -20,7 +20,7 @@ from xiqa.tracking.registry import pip_requirements
 
 def test_every_table_keyed_by_a_name_covers_exactly_the_schema_names() -> None:
     assert tuple(DATASET_SPECS) == S.DATASETS
-    assert set(zoo.ARCH_SPECS) == set(zoo.CASCADES) == set(IMAGENET_FILES) == set(S.ARCHS)
+    assert set(zoo.ARCH_SPECS) == set(zoo.CASCADES) == set(zoo.PAPER_DEPTH) == set(IMAGENET_FILES) == set(S.ARCHS)
     assert tuple(Params().evaluate.tolerance_at.model_dump()) == S.DATASETS
     assert tuple(Params().train.model_dump()) == S.DATASETS
     assert set(S.METHOD_LABELS) == set(S.METHODS)

@@ -11,21 +11,29 @@ from xiqa.errors import XiqaError
 from xiqa.models import zoo
 from xiqa.models.derive import check_cascade, derive
 
-# The paper's presets, written by hand (SPEC 4, docs/DESIGN.md): the expectation of the derivation.
+# The paper's presets, written by hand (SPEC 4, docs/DESIGN.md) and cached in the zoo: the
+# expectation of the derivation at the paper's depth J.
 PAPER = {arch: (s.head, s.gradcam, s.single, s.multi, zoo.CASCADES[arch]) for arch, s in zoo.ARCH_SPECS.items()}
 
 
 @pytest.mark.parametrize("arch", list(zoo.ARCH_SPECS))
 def test_derived_head_layers_and_cascade_equal_the_papers_presets(arch: str) -> None:
-    found = derive(zoo.constructor(arch)())
-    head, gradcam, single, multi, cascade = PAPER[arch]
-    assert (found.head, found.gradcam, (found.single,), found.cascade) == (head, gradcam, single, cascade)
-    if arch.startswith("efficientnet"):
-        assert found.multi == multi
-    else:
-        # one layer per resolution stage gives the ResNet stem and layer1 too; the paper starts
-        # multi-layer NormGrad at layer2 (its J = 4), so the study keeps its preset
-        assert found.multi == ("conv1", "layer1.0", *multi)
+    found = derive(zoo.constructor(arch)(), depth=zoo.PAPER_DEPTH[arch])
+    assert (found.head, found.gradcam, (found.single,), found.multi, found.cascade) == PAPER[arch]
+
+
+def test_depth_keeps_the_deepest_layers_ending_with_single_and_an_out_of_range_depth_is_refused() -> None:
+    model = TinyNet()
+    every = derive(model).multi
+    assert every == ("stem.0", "stage.0", "stage.1")
+    assert derive(model, depth=3).multi == every
+    assert derive(model, depth=1).multi == ("stage.1",) == (derive(model).single,)
+    assert derive(model, depth=2).multi == ("stage.0", "stage.1")
+    with pytest.raises(XiqaError, match=r"depth 4: this TinyNet has only 3 multi-layer NormGrad layers"):
+        derive(model, depth=4)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(XiqaError, match=f"depth {bad!r}: expected a whole number"):
+            derive(model, depth=bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("arch", ["densenet121", "resnet18", "mobilenet_v3_small", "convnext_tiny"])

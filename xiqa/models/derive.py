@@ -27,11 +27,29 @@ h·w > 1 to be completed):
   which never runs, gives its own children), keeping those with parameters and a spatial output;
 - *stages*: maximal runs of consecutive elements with the same output (channels, h, w);
 - ``multi``: per stage, its first element (descended into while it is an ``nn.Sequential``, to
-  the first child returning the stage's shape), shallow to deep, then ``single``;
+  the first child returning the stage's shape), shallow to deep, then ``single``; ``depth`` (the
+  paper's J) keeps the deepest ``depth`` of these, so ``multi`` always ends with ``single``;
 - ``cascade``: the modules with parameters that ran after ``F`` (the head's container), then the
   stages from deep to shallow; anything with parameters left over (parameters owned directly by
   the trunk or the root, modules that never ran) is a last step, so every parameter is
   re-initialised exactly once.
+
+The paper's multi-layer presets are these layers cut at a depth J of its choosing, and no
+structural rule gives its two choices (probed at 224 px; stages as derived above):
+
+- ResNet-34/50: derived ``conv1`` (112 px, 64 ch, stride-2 stem), ``layer1.0`` (56 px, 64/256 ch,
+  no downsampling), ``layer2.0``, ``layer3.0``, ``layer4.0`` (28, 14, 7 px, each downsampling),
+  ``layer4.2``; the paper keeps the last 4 (J = 4).
+- EfficientNet-B0: derived stem (112 px, 32 ch, stride 2), the first MBConv of each of the seven
+  stages (112, 56, 28, 14, 14, 7, 7 px; 16 … 320 ch), the head conv, the last map; the paper
+  keeps all 10.
+
+By resolution, the paper drops ResNet's 112 and 56 px layers but keeps EfficientNet's; by stride,
+it drops ResNet's stride-2 stem and keeps EfficientNet's, and drops ResNet's non-downsampling
+``layer1`` but keeps EfficientNet's stage 1; by channels, it drops 64 (ResNet-34's ``layer1``)
+and keeps 16; by block type, it drops ``layer1.0``, a block of the same type as the ``layer2.0``
+it keeps, and keeps EfficientNet's plain stem conv while dropping ResNet's. The paper's choice is
+therefore one number per architecture (:data:`xiqa.models.zoo.PAPER_DEPTH`), not a rule.
 """
 
 from __future__ import annotations
@@ -139,12 +157,17 @@ def _shape(t: Tensor | None) -> tuple[int, ...]:
     return tuple(t.shape[1:]) if t is not None else ()
 
 
-def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch: int = 2) -> Derived:
+def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch: int = 2,
+           depth: int | None = None) -> Derived:
     """The layer presets and MPRT cascade of ``model`` (a CNN returning logits [N, K]) from one
     probe forward on a [``batch``, ``channels``, ``size``, ``size``] batch (see the module doc).
 
-    The model's train/eval mode and parameters are left as they were. A model with no spatial
-    feature map (a map larger than 1 × 1 at the probe size) is a :class:`XiqaError`."""
+    ``depth`` (J) keeps the deepest ``depth`` layers of ``multi``, 1 to as many as were derived
+    (``multi`` then still ends with ``single``); ``None`` keeps them all. The model's train/eval
+    mode and parameters are left as they were. A model with no spatial feature map (a map larger
+    than 1 × 1 at the probe size), or a ``depth`` out of range, is a :class:`XiqaError`."""
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise XiqaError(f"multi-layer depth {depth!r}: expected a whole number of layers, at least 1")
     calls, logits, n = _probe(model, size, channels, batch)
     ran = sorted((c for c in calls.values() if c.calls), key=lambda c: c.order)
     maps = [c for c in ran if _is_map(c.out, n)]
@@ -184,6 +207,12 @@ def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch
     if multi and multi[-1] == single:
         multi.pop()
     multi.append(single)
+    multi = list(dict.fromkeys(multi))
+    if depth is not None:
+        if depth > len(multi):
+            raise XiqaError(f"multi-layer depth {depth}: this {type(model).__name__} has only {len(multi)} "
+                            f"multi-layer NormGrad layers ({', '.join(multi)})")
+        multi = multi[-depth:]
 
     last_order = max(c.order for c in maps if c.out is final)
     trunk_names = {e for stage in stages for e in stage}
@@ -193,7 +222,7 @@ def derive(model: nn.Module, *, size: int = PROBE_SIZE, channels: int = 3, batch
     leftover = _uncovered(model, steps)
     if leftover:
         steps.append(leftover)
-    return Derived(head, cam, single, tuple(dict.fromkeys(multi)), tuple(steps), tuple(tuple(s) for s in stages))
+    return Derived(head, cam, single, tuple(multi), tuple(steps), tuple(tuple(s) for s in stages))
 
 
 def _has_params(m: nn.Module) -> bool:

@@ -1,10 +1,12 @@
-"""Architectures by name and their saliency layer presets: the study's four kept as data, any
-other CNN's derived from the network (:mod:`xiqa.models.derive`).
+"""Architectures by name and their saliency layer presets, derived from the network
+(:mod:`xiqa.models.derive`); the study's four are cached here as data.
 
 An architecture name (``grid.models[].arch``) is one of
 
 - the study's four, ``resnet34``, ``resnet50``, ``efficientnet_b0`` (torchvision),
-  ``efficientnet-b0`` (efficientnet-pytorch), whose presets are the paper's (:data:`ARCH_SPECS`);
+  ``efficientnet-b0`` (efficientnet-pytorch), whose presets are the paper's (:data:`ARCH_SPECS`,
+  :data:`CASCADES`): the derived ones, multi-layer NormGrad cut at the paper's depth J
+  (:data:`PAPER_DEPTH`);
 - any torchvision classification constructor (``densenet121``, ``resnet18``,
   ``mobilenet_v3_small``, ``convnext_tiny``, ``regnet_y_400mf``, ...);
 - any efficientnet-pytorch name (``efficientnet-b3``);
@@ -13,7 +15,14 @@ An architecture name (``grid.models[].arch``) is one of
 
 For all but the study's four, the head, the layers and the MPRT cascade are derived once per
 name from a freshly built model (:func:`spec`, :func:`cascade`); a model that xiqa did not build
-is *adopted* under a name of the caller's choosing (:func:`adopt`, used by ``xiqa audit``).
+is *adopted* under a name of the caller's choosing (:func:`adopt`, used by ``xiqa audit``). The
+study's four are not derived at run time: :data:`ARCH_SPECS` and :data:`CASCADES` are a cache of
+``derive(constructor(arch)(), depth=PAPER_DEPTH[arch])``, which ``tests/models/test_derive.py``
+checks entry for entry. Deriving costs a probe forward at 224 px in every process that names the
+architecture (every stage, every ``xiqa`` command): measured with ``time`` on this project's
+2-core CPU machine (shared with a running experiment), ``derive`` of ``resnet50`` took 2.4 to
+3.9 s and a process that builds ``resnet50`` went from 5.5 s to 9.8 s with it; ``efficientnet_b0``
+took 3.4 s.
 
 ``build(arch)`` returns a classifier whose head is a fresh ``num_classes``-way ``nn.Linear``,
 He-initialised (Kaiming normal, fan-in, bias 0). ``ARCH_SPECS[arch]`` holds, per architecture, the
@@ -68,6 +77,12 @@ class ArchSpec:
     multi: tuple[str, ...]
 
 
+# The paper's multi-layer NormGrad depth J per study architecture: the deepest J derived layers
+# (None: all of them). No structural rule gives both choices (see xiqa.models.derive's docstring);
+# derived, ResNet has 6 (conv1, layer1.0 ... layer4.0, layer4.2) and EfficientNet-B0 10.
+PAPER_DEPTH: dict[str, int | None] = {"resnet34": 4, "resnet50": 4, "efficientnet_b0": None, "efficientnet-b0": None}
+
+# The cache of derive(constructor(arch)(), depth=PAPER_DEPTH[arch]) (see the module doc).
 _RESNET_MULTI = ("layer2.0", "layer3.0", "layer4.0", "layer4.2")
 _TV_EFFNET_MULTI = ("features.0.0", *(f"features.{k}.0" for k in range(1, 8)),
                     "features.8.0", "features.8.2")
@@ -91,7 +106,8 @@ LAYER_KEYS = ("gradcam", "single", "multi")
 # Model-parameter randomisation test (Adebayo et al. 2018): the blocks re-initialised one after
 # another, from the logits down; each step is a group of module paths. Together they cover every
 # parameter. The two EfficientNet-B0 implementations get the same ten steps: head, last 1x1 conv
-# + BN, the seven MBConv stages (efficientnet-pytorch numbers blocks, not stages), stem.
+# + BN, the seven MBConv stages (efficientnet-pytorch numbers blocks, not stages), stem. Cached,
+# as ARCH_SPECS is: derive(constructor(arch)()).cascade.
 _RESNET_CASCADE = (("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1",), ("conv1", "bn1"))
 _EP_STAGES = tuple(tuple(f"_blocks.{i}" for i in range(a, b))
                    for a, b in zip(_EP_STAGE_STARTS, (*_EP_STAGE_STARTS[1:], 16), strict=True))
