@@ -13,7 +13,7 @@ from xiqa.evaluation.stats import Summary
 from xiqa.params import Params
 from xiqa.report.readme import END, START, current_section
 from xiqa.schema import ARCHS, RANDOM_CONDITIONS
-from xiqa.training.runs import randomise_model
+from xiqa.training.runs import randomise_model, train_model
 
 _: Any = None
 
@@ -46,4 +46,4 @@ _.__getattr__  # noqa: B018
 # fields and public names that the tests and docs read (tests/evaluation, tests/report, tests/training,
 # tests/test_names.py)
 MetricInfo.higher_is_better, MetricInfo.needs, MetricInfo.unit, Summary.n_seeds  # noqa: B018
-START, END, current_section, ARCHS, RANDOM_CONDITIONS, randomise_model  # noqa: B018
+START, END, current_section, ARCHS, RANDOM_CONDITIONS, randomise_model, train_model  # noqa: B018

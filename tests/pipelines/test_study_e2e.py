@@ -12,7 +12,8 @@ One test on purpose (every `dvc repro` costs a few dozen Python start-ups): it b
    a second report run over the same evaluations writes byte-identical tables, metrics and plots;
 4. a repro after changing `evaluate.tolerance` or `evaluate.tolerance_at` re-runs only `evaluate`
    and `report`, and the tables show the new τ in input pixels;
-5. one after shrinking the seed list re-runs no training and no aggregate keeps the dropped seed;
+5. one after shrinking the seed list re-runs each `train` process (one per cell, every seed of
+   the grid) but no data stage, and no aggregate keeps the dropped seed;
 6. one after changing `sanity.samples` re-runs only `sanity` and `report`.
 """
 
@@ -219,12 +220,14 @@ def test_study_runs_end_to_end_with_dvc_repro(make_project, tmp_path):
     t4 = pd.read_csv(root / "reports" / "table4-objectcxr.csv", index_col="label")
     assert t4.loc[S.TAU_LABEL, "objectcxr/resnet34/trained/pg_mean"] == 2.5
 
-    # 5. fewer seeds: no training re-runs, and no aggregate keeps the dropped seed's models
-    # (the randomise stages re-run: they produce one pointer per grid seed)
+    # 5. fewer seeds: no aggregate keeps the dropped seed's models (the train and randomise
+    # stages re-run: one process per cell makes one pointer per grid seed; seed 1 retrains to the
+    # same weights, tests/pipelines/test_train_randomise.py)
     params["grid"]["seeds"] = [1]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(run(root, dvc, "repro", "report"))
-    assert "report" in ran and not any(s.startswith(("train", "prepare", "data")) for s in ran)
+    assert {"report", "train@0", "train@1"} <= ran and not any(s.startswith(("prepare", "data")) for s in ran)
+    assert sorted(p.name for p in (root / "models" / "objectcxr-resnet34" / "trained").iterdir()) == ["s1.json"]
     assert sorted(p.name for p in (root / "eval" / "objectcxr-resnet34").iterdir()) == [
         "fr-s1.json", "sr-s1.json", "trained-s1.json"]  # DVC cleared the dropped seed's output
     assert sorted(p.name for p in (root / "models" / "objectcxr-resnet34" / "fr").iterdir()) == ["s1.json"]

@@ -21,7 +21,7 @@ RAN = re.compile(r"Running stage '([^']+)'")
 
 @dataclass(frozen=True)
 class GridCell:
-    """One matrix cell: its DVC address (``train@model0-1``), stage and the stages it reads."""
+    """One matrix cell: its DVC address (``train@0``), stage and the stages it reads."""
 
     name: str
     stage: str

@@ -55,9 +55,9 @@ STAGES = """\
 
 `dvc repro` runs `data → prepare, pretrain → train / randomise → evaluate / sanity → report` on
 the embedded phantoms (or your data: see `data:` in `params.yaml`). The grid (datasets ×
-architectures, seeds) lives in `params.yaml`; `train` is a matrix over grid cell × seed,
-`randomise` over grid cell × condition (`grid.randomised`; each process does every seed, one
-MLflow run and registered version per seed), `evaluate` runs once per grid cell and scores every
+architectures, seeds) lives in `params.yaml`; `train` runs once per grid cell, `randomise` once
+per grid cell × condition (`grid.randomised`); each process of either does every seed in turn,
+one MLflow run and registered version per seed; `evaluate` runs once per grid cell and scores every
 model version of it (trained, SR, FR × seeds; one MLflow evaluation run each), and `report`
 aggregates exactly the versions the grid names. `sanity` (one process per grid cell) runs the
 model-parameter randomisation test and the random-logit check on every trained seed

@@ -7,7 +7,8 @@ exception or SIGTERM mid-training leaves a FAILED / KILLED run, no registered ve
 pointer, and the next ``dvc repro`` simply runs the stage again.
 
 A stage is one unit for DVC, so its runs are marked complete (``xiqa.stage_complete``) only once
-its last pointer is written: ``randomise`` registers every seed in one process, and when it is
+its last pointer is written: ``train`` and ``randomise`` register every seed in one process (one
+interpreter start with torch, torchvision and MLflow per cell, not per seed), and when one is
 killed after a seed or two, the rerun first marks the finished runs of the dead process KILLED
 and deletes their versions (:func:`xiqa.tracking.owners.reap_stale_runs`), so that each seed ends
 with one FINISHED run and one version. A rerun of a stage that did complete (``dvc repro`` after
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xiqa.params import Params
 from xiqa.paths import model_pointer, registered_model_name
+
+if TYPE_CHECKING:
+    from xiqa.models.weights import Start
 
 
 def _context(root: Path, dataset: str) -> dict[str, str]:
@@ -37,28 +41,51 @@ def _splits(root: Path, dataset: str, image_size: int, names: tuple[str, ...]):
     return [load_split(root, dataset, name, image_size) for name in names]
 
 
+def train_models(root: Path, params: Params, dataset: str, arch: str, seeds: Iterable[int],
+                 device: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Fine-tune ``arch`` on ``dataset`` once per seed of ``seeds``, in turn (recipe
+    ``params.train.<dataset>``), log every epoch, register each kept epoch as ``trained-s<seed>``;
+    returns the pointers. The seeds are one unit, as in :func:`randomise_models`: the runs are
+    marked complete only after the last pointer is written, so a rerun after an interruption
+    replaces the seeds already registered instead of registering them twice."""
+    from xiqa.models.weights import resolve_start
+    from xiqa.tracking.runs import mark_complete
+    from xiqa.training.loop import resolve_device
+
+    seeds = list(seeds)
+    recipe = params.train.recipe(dataset)
+    device = device or params.device
+    resolve_device(device)  # every user error before the first run starts
+    ctx = _context(root, dataset)
+    start = resolve_start(root, arch, params.randomise.imagenet_weights) if recipe.pretrained else None
+    pointers = [_train(root, params, dataset, arch, seed, device, ctx, start, progress) for seed in seeds]
+    mark_complete([p["run_id"] for p in pointers])
+    return pointers
+
+
 def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
                 device: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune ``arch`` on ``dataset`` with seed ``seed`` (recipe ``params.train.<dataset>``),
-    log every epoch, register the kept epoch as ``trained-s<seed>``; returns the pointer."""
+    """:func:`train_models` for one seed; returns its pointer."""
+    return train_models(root, params, dataset, arch, [seed], device, progress)[0]
+
+
+def _train(root: Path, params: Params, dataset: str, arch: str, seed: int, device: str,
+           ctx: dict[str, str], start: Start | None, progress: bool) -> dict[str, Any]:
+    """One seed of :func:`train_models`, seeded at its start as if it ran alone; its run is left
+    marked incomplete."""
     import mlflow
 
     from xiqa.models import build, spec
     from xiqa.models.init import initialise
-    from xiqa.models.weights import resolve_start
     from xiqa.tracking.registry import log_data_input, register
-    from xiqa.tracking.runs import mark_complete, tracked_run
+    from xiqa.tracking.runs import tracked_run
     from xiqa.training.loop import resolve_device, score, seed_everything, train
     from xiqa.training.precision import choose_precision
 
     recipe = params.train.recipe(dataset)
-    device = device or params.device
-    resolve_device(device)
-    ctx = _context(root, dataset)
     train_split, val_split, test_split = _splits(root, dataset, recipe.image_size,
                                                  ("train", "val", "test"))
     train_split = train_split.head(recipe.max_train_images)
-    start = resolve_start(root, arch, params.randomise.imagenet_weights) if recipe.pretrained else None
     seed_everything(seed)
     model = build(arch)
     initialise(model, arch, "trained", seed, pretrained=recipe.pretrained,
@@ -87,11 +114,9 @@ def train_model(root: Path, params: Params, dataset: str, arch: str, seed: int,
         registered = register(model, dataset=dataset, arch=arch, library=spec(arch).library,
                               condition="trained", seed=seed, image_size=recipe.image_size,
                               val_auc=result.val_auc, start=label, **ctx)
-    pointer = _write_pointer(root, dataset, arch, "trained", seed,
-                             registered.pointer(**_about(dataset, arch, "trained", seed), **ctx,
-                                                start=label, metrics=metrics))
-    mark_complete([registered.run_id])
-    return pointer
+    return _write_pointer(root, dataset, arch, "trained", seed,
+                          registered.pointer(**_about(dataset, arch, "trained", seed), **ctx,
+                                             start=label, metrics=metrics))
 
 
 def pretrain_model(root: Path, params: Params, arch: str, device: str | None = None) -> dict[str, Any]:

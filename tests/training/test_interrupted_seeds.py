@@ -1,5 +1,5 @@
-"""A `randomise` stage killed after it registered some of its seeds, then run again (what a
-retried grid cell or the next `dvc repro` does): the real stage command in a subprocess, SIGKILL
+"""A `randomise` or `train` stage killed after it registered some of its seeds, then run again
+(what a retried grid cell or the next `dvc repro` does): the real stage command in a subprocess, SIGKILL
 (nobody ends anything), the rerun in this process, the project's real sqlite store.
 
 Each seed must end with exactly one FINISHED run and one registered version, and every run of
@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 try:
@@ -30,13 +31,15 @@ from xiqa.tracking.store import ensure_store
 ARCH = "efficientnet_b0"
 NAME = f"xiqa-objectcxr-{ARCH}"
 SEEDS = (1, 2, 3)
-TINY = {"train": {"objectcxr": {"image_size": 32, "batch_size": 4, "pretrained": False}}}
+TINY = {"train": {"objectcxr": {"image_size": 32, "batch_size": 4, "pretrained": False, "epochs": 1,
+                            "augment": False}}}
+STAGES = {"randomise": ("fr", ["--condition", "fr"]), "train": ("trained", [])}  # condition, options
 
 
-def _stage(root: Path) -> subprocess.Popen:
+def _stage(root: Path, stage: str) -> subprocess.Popen:
     seeds = [arg for s in SEEDS for arg in ("--seed", str(s))]
-    return subprocess.Popen([sys.executable, "-m", "pipelines.randomise", "--dataset", "objectcxr",
-                             "--arch", ARCH, "--condition", "fr", *seeds],
+    return subprocess.Popen([sys.executable, "-m", f"pipelines.{stage}", "--dataset", "objectcxr",
+                             "--arch", ARCH, *STAGES[stage][1], *seeds],
                             cwd=root, env=project_env(root), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -46,19 +49,30 @@ def _runs(client) -> list:
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
-def test_a_randomise_stage_killed_after_a_seed_and_run_again_registers_each_seed_once(
-        tiny_root: Path) -> None:
+def _rerun(root: Path, stage: str, seeds) -> list[dict]:
+    """What the stage command calls, here in this process (a second start of torch and MLflow
+    would double the test's time)."""
+    from xiqa.training.runs import randomise_models, train_models
+
+    params = load_params(root / "params.yaml")
+    if stage == "train":
+        return train_models(root, params, "objectcxr", ARCH, seeds, progress=False)
+    return randomise_models(root, params, "objectcxr", ARCH, "fr", seeds)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_killed_after_a_seed_and_run_again_registers_each_seed_once(
+        tiny_root: Path, stage: str) -> None:
     import mlflow
 
-    from xiqa.training.runs import randomise_models
-
+    condition = STAGES[stage][0]
     root = tiny_root
     (root / "params.yaml").write_text(yaml.safe_dump(TINY))
     client = mlflow.MlflowClient(ensure_store(root))
 
     # 1. SIGKILL once the first seed's run has FINISHED (its version registered, its pointer
     #    written), while the later seeds are still to come
-    proc = _stage(root)
+    proc = _stage(root, stage)
     deadline = time.monotonic() + 120
     while not any(r.info.status == "FINISHED" for r in _runs(client)):
         if proc.poll() is not None:
@@ -76,11 +90,8 @@ def test_a_randomise_stage_killed_after_a_seed_and_run_again_registers_each_seed
     killed_pid = killed[0].data.tags[PID_TAG]
     assert {r.data.tags[PID_TAG] for r in killed} == {killed_pid}
 
-    # 2. the stage again, from the start (what its command calls, here in this process: a second
-    #    start of torch and MLflow would double the test's time): one FINISHED run and one
-    #    version per seed
-    params = load_params(root / "params.yaml")
-    pointers = randomise_models(root, params, "objectcxr", ARCH, "fr", SEEDS)
+    # 2. the stage again, from the start: one FINISHED run and one version per seed
+    pointers = _rerun(root, stage, SEEDS)
     assert [p["seed"] for p in pointers] == list(SEEDS)
     runs = _runs(client)
     versions = client.search_model_versions(f"name = '{NAME}'")
@@ -91,9 +102,9 @@ def test_a_randomise_stage_killed_after_a_seed_and_run_again_registers_each_seed
         assert finished[0].data.tags[COMPLETE_TAG] == "true"
         mine = [v for v in versions if v.tags["seed"] == str(seed)]
         assert [v.run_id for v in mine] == [finished[0].info.run_id], seed
-        pointer = json.loads(model_pointer(root, "objectcxr", ARCH, "fr", seed).read_text())
+        pointer = json.loads(model_pointer(root, "objectcxr", ARCH, condition, seed).read_text())
         assert (pointer["run_id"], pointer["version"]) == (finished[0].info.run_id, str(mine[0].version))
-        alias = client.get_model_version_by_alias(NAME, f"fr-s{seed}")
+        alias = client.get_model_version_by_alias(NAME, f"{condition}-s{seed}")
         assert str(alias.version) == str(mine[0].version)
     # every run of the killed process, finished or not, is KILLED, reaped, and keeps no version
     for old in killed:
@@ -104,8 +115,8 @@ def test_a_randomise_stage_killed_after_a_seed_and_run_again_registers_each_seed
 
     # 3. a rerun of the completed stage (a params change, --force) registers a new version and
     #    leaves the completed one alone
-    before = client.get_model_version_by_alias(NAME, "fr-s1")
-    again = randomise_models(root, params, "objectcxr", ARCH, "fr", [1])[0]
+    before = client.get_model_version_by_alias(NAME, f"{condition}-s1")
+    again = _rerun(root, stage, [1])[0]
     assert again["version"] != str(before.version)
     assert client.get_run(before.run_id).info.status == "FINISHED"
     assert len(client.search_model_versions(f"name = '{NAME}'")) == len(SEEDS) + 1
