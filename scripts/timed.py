@@ -37,6 +37,17 @@ def reference_seconds() -> float:
     return time.perf_counter() - begin
 
 
+def stage_seconds(marks: list[tuple[float, str]], seconds: float) -> dict[str, float]:
+    """Seconds per stage name from ``(start, name)`` marks in order and the run's total: a
+    stage lasts until the next mark (the last one until the end). No marks (an up-to-date
+    ``dvc repro`` runs no stage): no stages."""
+    stages: dict[str, float] = {}
+    ends = [t for t, _ in marks[1:]] + [seconds]
+    for (t, name), t_next in zip(marks, ends, strict=False):
+        stages[name] = stages.get(name, 0.0) + t_next - t
+    return stages
+
+
 def main(out: Path, command: list[str]) -> int:
     """Run ``command``, log its output with seconds into ``out``, and write the per-stage timings."""
     out.mkdir(parents=True, exist_ok=True)
@@ -55,9 +66,7 @@ def main(out: Path, command: list[str]) -> int:
         rc = proc.wait()
     seconds = time.monotonic() - start
     after = reference_seconds()
-    stages: dict[str, float] = {}
-    for (t, name), (t_next, _) in zip(marks, marks[1:] + [(seconds, "")], strict=True):
-        stages[name] = stages.get(name, 0.0) + t_next - t
+    stages = stage_seconds(marks, seconds)
     import torch
 
     threads = os.environ.get("OMP_NUM_THREADS")
